@@ -76,8 +76,13 @@ class Backend:
 
 def default_body(client_id: str, platform: str) -> dict:
     platforms = ["shopify", "amazon"] if platform == "all" else [platform]
-    return {"client_id": client_id, "platform": platform, "platforms": platforms,
-            "sku_count": 7, "cached": False}
+    return {
+        "client_id": client_id,
+        "platform": platform,
+        "platforms": platforms,
+        "sku_count": 7,
+        "cached": False,
+    }
 
 
 def _handler(backend: Backend):
@@ -88,7 +93,7 @@ def _handler(backend: Backend):
         def log_message(self, *args):  # keep test output clean
             pass
 
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):
             parts = urlsplit(self.path)
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
             with backend.lock:

@@ -23,9 +23,10 @@ def test_round_trip_carries_the_contract_claims(secret):
     assert claims["scope"] == "analytics:refresh"
     assert claims["exp"] - claims["iat"] == 120
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
-    assert claims["jti"] != auth.verify_client_token(
-        auth.mint_client_token(CLIENT, secret), secret
-    )["jti"]
+    assert (
+        claims["jti"]
+        != auth.verify_client_token(auth.mint_client_token(CLIENT, secret), secret)["jti"]
+    )
 
 
 def test_short_secret_is_refused():
@@ -36,9 +37,18 @@ def test_short_secret_is_refused():
 def test_lifetime_is_capped_at_15_minutes(secret):
     with pytest.raises(ValueError, match="900"):
         auth.mint_client_token(CLIENT, secret, ttl_seconds=901)
-    forged = jwt.encode({"iss": "analytics-refresh", "sub": CLIENT, "scope": auth.SCOPE_READ,
-                         "iat": int(time.time()), "exp": int(time.time()) + 3600, "jti": "x"},
-                        secret, algorithm="HS256")
+    forged = jwt.encode(
+        {
+            "iss": "analytics-refresh",
+            "sub": CLIENT,
+            "scope": auth.SCOPE_READ,
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 3600,
+            "jti": "x",
+        },
+        secret,
+        algorithm="HS256",
+    )
     with pytest.raises(auth.TokenError, match="lifetime"):
         auth.verify_client_token(forged, secret)
 
@@ -51,9 +61,11 @@ def test_expired_wrong_key_and_alg_none_are_invalid(secret):
     with pytest.raises(auth.TokenError, match="invalid"):
         auth.verify_client_token(other_key, secret)
     header = base64.urlsafe_b64encode(json.dumps({"alg": "none"}).encode()).rstrip(b"=")
-    payload = base64.urlsafe_b64encode(json.dumps(jwt.decode(
-        auth.mint_client_token(CLIENT, secret), options={"verify_signature": False}
-    )).encode()).rstrip(b"=")
+    payload = base64.urlsafe_b64encode(
+        json.dumps(
+            jwt.decode(auth.mint_client_token(CLIENT, secret), options={"verify_signature": False})
+        ).encode()
+    ).rstrip(b"=")
     with pytest.raises(auth.TokenError):
         auth.verify_client_token(f"{header.decode()}.{payload.decode()}.", secret)
 

@@ -7,10 +7,11 @@ import os
 import stat
 from pathlib import Path
 
-import api_key_auth
 import pytest
 
+import api_key_auth
 from analytics_refresh.cli import main
+from analytics_refresh.errors import ConfigError
 from analytics_refresh.settings import Settings
 from tests.conftest import connect_clients
 
@@ -52,7 +53,7 @@ def test_bad_setting_is_named_with_what_is_expected(run_env, capsys, name, value
 
 
 def test_every_problem_is_reported_at_once():
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ConfigError) as info:
         Settings.from_env({"REFRESH_CONCURRENCY": "x", "REFRESH_MAX_ATTEMPTS": "0"})
     assert "REFRESH_CONCURRENCY" in str(info.value)
     assert "REFRESH_MAX_ATTEMPTS" in str(info.value)
@@ -76,8 +77,15 @@ def test_defaults_match_the_contract():
 
 @pytest.mark.parametrize(
     "argv",
-    [["run", "--bogus"], ["run", "--client", "not-a-uuid"], ["run", "--concurrency", "0"],
-     ["run", "--platform", "ebay"], ["nonsense"], [], ["token", "x"]],
+    [
+        ["run", "--bogus"],
+        ["run", "--client", "not-a-uuid"],
+        ["run", "--concurrency", "0"],
+        ["run", "--platform", "ebay"],
+        ["nonsense"],
+        [],
+        ["token", "x"],
+    ],
 )
 def test_usage_errors_exit_2(argv, run_env):
     assert main(argv, run_env) == 2

@@ -29,7 +29,10 @@ def start_run(env: dict, *args: str) -> subprocess.Popen:
     """Start the scheduled entry point as cron would: its own process, its own cwd."""
     return subprocess.Popen(
         [sys.executable, str(ROOT / "analytics_refresh_cron.py"), *args],
-        env={**os.environ, **env}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, **env},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -88,8 +91,9 @@ def test_sigterm_finishes_in_flight_jobs_and_records_the_rest(run_env, backend, 
     assert rows["succeeded"] == sent
     assert rows["not_attempted"] == 12 - sent
     assert "failed" not in rows
-    run = fetch(db, "SELECT status, exit_code, jobs_succeeded, jobs_not_attempted, note "
-                    "FROM refresh_runs")[0]
+    run = fetch(
+        db, "SELECT status, exit_code, jobs_succeeded, jobs_not_attempted, note FROM refresh_runs"
+    )[0]
     assert run[:4] == ("interrupted", 6, sent, 12 - sent)
     assert "SIGTERM" in run[4]
     lines = log_lines(env)
@@ -113,9 +117,7 @@ def test_sigkilled_run_is_marked_abandoned_by_the_next(run_env, backend, db):
     by_run = dict(fetch(db, "SELECT run_id::text, status FROM refresh_runs"))
     assert by_run[killed[0][0]] == "abandoned"
     # The killed run's record still says every job was planned; the new run did them all.
-    assert fetch(db, "SELECT count(*) FROM refresh_jobs WHERE run_id = %s", killed[0][0]) == [
-        (4,)
-    ]
+    assert fetch(db, "SELECT count(*) FROM refresh_jobs WHERE run_id = %s", killed[0][0]) == [(4,)]
     done = fetch(db, "SELECT client_id::text FROM refresh_jobs WHERE status = 'succeeded'")
     assert sorted(c for (c,) in done) == sorted(clients)
 
@@ -131,8 +133,9 @@ def test_deadline_stops_new_jobs_and_exits_6(run_env, backend, db):
     assert rows["not_attempted"] >= 6
     assert rows["succeeded"] + rows["not_attempted"] == 10
     lines = log_lines(env)
-    assert any("deadline of 2.5s reached" in line and "jobs not attempted" in line
-               for line in lines)
+    assert any(
+        "deadline of 2.5s reached" in line and "jobs not attempted" in line for line in lines
+    )
 
 
 def test_hung_api_times_out_and_the_run_ends_by_its_deadline(run_env, backend, db):

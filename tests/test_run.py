@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import api_key_auth
 import pytest
 
+import api_key_auth
 from analytics_refresh.cli import main
 from tests.backend import Answer
 from tests.conftest import connect_clients, log_lines
@@ -49,17 +49,26 @@ def test_run_refreshes_every_connected_platform_once(run_env, clients, backend, 
     assert main(["run"], run_env) == 0
 
     sent = sorted((r.query["client_id"], r.query["platform"]) for r in backend.refreshes())
-    assert sent == sorted([
-        (ALICE, "shopify"), (ALICE, "amazon"), (ALICE, "all"),
-        (BOB, "shopify"), (BOB, "all"), (CAROL, "amazon"), (CAROL, "all"),
-    ])
+    assert sent == sorted(
+        [
+            (ALICE, "shopify"),
+            (ALICE, "amazon"),
+            (ALICE, "all"),
+            (BOB, "shopify"),
+            (BOB, "all"),
+            (CAROL, "amazon"),
+            (CAROL, "all"),
+        ]
+    )
     for request in backend.refreshes():
         assert request.query["force_refresh"] == "true"
         assert request.headers["Cache-Control"] == "no-cache"
         assert request.headers["User-Agent"].startswith("analytics-refresh/")
         token = request.headers["Authorization"].removeprefix("Bearer ")
         claims = api_key_auth.verify_client_token(
-            token, secret, client_id=request.query["client_id"],
+            token,
+            secret,
+            client_id=request.query["client_id"],
             scope=api_key_auth.SCOPE_REFRESH,
         )
         assert claims["exp"] - claims["iat"] <= 15 * 60
@@ -110,8 +119,11 @@ def test_failing_client_fails_after_max_attempts_while_others_succeed(
     assert recorded[(ALICE, "amazon")][:3] == ("failed", 2, 500)
     assert "database exploded" in recorded[(ALICE, "amazon")][5]
     assert sum(1 for r in recorded.values() if r[0] == "succeeded") == 6
-    tries = [r for r in backend.refreshes() if (r.query["client_id"], r.query["platform"])
-             == (ALICE, "amazon")]
+    tries = [
+        r
+        for r in backend.refreshes()
+        if (r.query["client_id"], r.query["platform"]) == (ALICE, "amazon")
+    ]
     assert len(tries) == 2
     assert runs(db)[0][:6] == ("partial", 1, 7, 6, 1, 0)
 
@@ -216,8 +228,9 @@ def test_dry_run_plans_and_calls_nothing(run_env, clients, backend, db):
 
 
 def test_client_and_platform_filters(run_env, clients, backend):
-    assert main(["run", "--client", ALICE, "--platform", "amazon", "--platform", "all"],
-                run_env) == 0
+    assert (
+        main(["run", "--client", ALICE, "--platform", "amazon", "--platform", "all"], run_env) == 0
+    )
     sent = sorted((r.query["client_id"], r.query["platform"]) for r in backend.refreshes())
     assert sent == [(ALICE, "all"), (ALICE, "amazon")]
 
@@ -226,12 +239,17 @@ def test_untrustworthy_credential_rows_are_skipped(run_env, backend, db, tmp_pat
     # A user's own table may hold text ids and other platforms; the runner must not trust it.
     with db.cursor() as cur:
         cur.execute("DROP TABLE client_api_credentials")
-        cur.execute("CREATE TABLE client_api_credentials (client_id text, platform text,"
-                    " status text)")
+        cur.execute(
+            "CREATE TABLE client_api_credentials (client_id text, platform text, status text)"
+        )
         cur.executemany(
             "INSERT INTO client_api_credentials VALUES (%s, %s, 'connected')",
-            [("x'; DROP TABLE refresh_runs; --", "shopify"), (BOB, "ebay"),
-             (BOB, "shopify"), (BOB, "shopify")],
+            [
+                ("x'; DROP TABLE refresh_runs; --", "shopify"),
+                (BOB, "ebay"),
+                (BOB, "shopify"),
+                (BOB, "shopify"),
+            ],
         )
     assert main(["run"], run_env) == 0
     lines = log_lines(run_env)

@@ -1,0 +1,120 @@
+"""``analytics-refresh demo``: the whole system on this machine, then one real run.
+
+Embedded PostgreSQL (unless DATABASE_URL is set), deterministic demo clients and 90 days of
+sales, the reference API on a free loopback port, and one refresh run through the same
+``execute_run`` that cron starts. It reuses what an earlier demo built.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import requests
+from rich.console import Console
+from rich.table import Table
+
+import api_key_auth
+
+from . import db
+from .logs import setup_logging
+from .runner import StopRequest, execute_run
+from .settings import Settings
+
+COUNT_FRESH_ROWS = """
+    SELECT count(*) FROM {table} WHERE computed_at >= to_timestamp(%s)
+"""
+
+
+def run_demo(settings: Settings, *, clients: int, skus: int, orders_per_day: int) -> int:
+    """Build (or reuse) the demo system, refresh it once, and return the run's exit code."""
+    # Only the demo reaches into the reference API, and only here, so a user with their
+    # own backend can delete dashboard_api/ and keep everything else.
+    from dashboard_api import create_app
+    from dashboard_api.db import init_schema as init_api_schema
+    from dashboard_api.demo import load_demo
+    from dashboard_api.server import start_background
+
+    console = Console(highlight=False)
+    secret = settings.secret_key or secrets.token_urlsafe(48)
+    url = db.database_url(settings)
+    console.print(f"[bold]1/4[/] Database: {db.describe(url)}")
+    with db.connection(url) as conn:
+        db.init_schema(conn)
+        init_api_schema(conn)
+        started = time.monotonic()
+        client_ids = load_demo(conn, clients=clients, skus=skus, orders_per_day=orders_per_day)
+        console.print(
+            f"[bold]2/4[/] Demo data: {len(client_ids)} connected clients "
+            f"({time.monotonic() - started:.1f}s)"
+        )
+
+    app = create_app({"DATABASE_URL": url, "API_SECRET_KEY": secret})
+    server = start_background(app, host="127.0.0.1", port=0)
+    try:
+        console.print(f"[bold]3/4[/] Reference dashboard API on {server.url}")
+        run_settings = settings.replace(
+            api_url=server.url, secret_key=secret, database_url=url, trigger="demo"
+        )
+        setup_logging(run_settings, interactive=True)
+        console.print("[bold]4/4[/] One refresh run, as cron would start it:")
+        result = execute_run(run_settings, stop=StopRequest())
+        if result.records:
+            _show_cache(console, url, result)
+            _show_dashboard(console, server.url, secret, result)
+    finally:
+        server.stop()
+    console.print(f"Log: {run_settings.log_file}   exit code: {result.exit_code}")
+    return result.exit_code
+
+
+def _show_cache(console: Console, url: str, result) -> None:
+    """Count the cache rows each client's table got from this run."""
+    from psycopg2 import sql
+
+    table = Table(title="Cache rows written by this run")
+    table.add_column("client")
+    table.add_column("jobs", justify="right")
+    table.add_column("fresh cache rows", justify="right")
+    by_client: dict[str, int] = {}
+    for record in result.records:
+        if record.status == "succeeded":
+            by_client[record.job.client_id] = by_client.get(record.job.client_id, 0) + 1
+    with db.connection(url) as conn, conn.cursor() as cur:
+        for client_id, jobs in sorted(by_client.items()):
+            name = sql.Identifier(f"{client_id}_cached_responses")
+            cur.execute(sql.SQL(COUNT_FRESH_ROWS).format(table=name), (result.started_at,))
+            table.add_row(client_id, str(jobs), str(cur.fetchone()[0]))
+    console.print(table)
+
+
+def _show_dashboard(console: Console, api_url: str, secret: str, result) -> None:
+    """Read one refreshed dashboard back (a cached read) and show its headline numbers."""
+    done = [r for r in result.records if r.status == "succeeded"]
+    record = next((r for r in done if r.job.platform == "all"), done[0] if done else None)
+    if record is None:
+        return
+    job = record.job
+    token = api_key_auth.mint_client_token(
+        job.client_id, secret, scope=api_key_auth.SCOPE_READ, ttl_seconds=60
+    )
+    started = time.monotonic()
+    response = requests.get(
+        f"{api_url}/api/dashboard/inventory-analytics",
+        params={"client_id": job.client_id, "platform": job.platform, "force_refresh": "false"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    elapsed_ms = (time.monotonic() - started) * 1000
+    if response.status_code != 200:
+        console.print(f"Reading {job} back answered HTTP {response.status_code}")
+        return
+    body = response.json()
+    kpis = body.get("kpis", {})
+    table = Table(title=f"Dashboard {job} (cached: {body.get('cached')}, {elapsed_ms:.0f} ms)")
+    table.add_column("KPI")
+    table.add_column("value", justify="right")
+    for name, value in kpis.items():
+        table.add_row(name, f"{value:,.2f}" if isinstance(value, float) else str(value))
+    table.add_row("SKUs", str(body.get("sku_count")))
+    console.print(table)
