@@ -103,9 +103,9 @@ class RefreshClient:
         )
         # Certificates are always verified: against REFRESH_CA_BUNDLE when set, else the
         # default trust store. There is deliberately no way to turn verification off.
-        self.session.verify = str(settings.ca_bundle) if settings.ca_bundle else True
-        # The environment's proxy settings still apply; .netrc credentials do not.
-        self.session.trust_env = True
+        # Passed on every request: requests lets REQUESTS_CA_BUNDLE override a session's
+        # verify setting, and an explicit per-request value is what it cannot override.
+        self.verify: str | bool = str(settings.ca_bundle) if settings.ca_bundle else True
 
     def close(self) -> None:
         self.session.close()
@@ -124,6 +124,7 @@ class RefreshClient:
                 timeout=(min(CONNECT_TIMEOUT_SECONDS, read_timeout), read_timeout),
                 stream=True,
                 allow_redirects=False,
+                verify=self.verify,
             ) as response:
                 # Read the whole body here (inside the timeout), count it and let it go.
                 body = response.content

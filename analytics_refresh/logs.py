@@ -8,6 +8,7 @@ containers. Every record passes through a filter that masks anything shaped like
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -130,7 +131,9 @@ class _StderrFallback(logging.Handler):
         self.console.emit(record)
 
     def close(self) -> None:
-        self.primary.close()
+        # The final flush of a full disk fails again; there is nothing more to save.
+        with contextlib.suppress(OSError):
+            self.primary.close()
         super().close()
 
 
