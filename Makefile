@@ -25,7 +25,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The installer tests need Debian's cron and systemd-analyze; the script installs them
+# when it can (root with apt-get) and says so when it cannot.
 test: lint
+	bash scripts/install-test-tools.sh
 	$(BIN)/python -m pytest
 
 clean:

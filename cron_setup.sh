@@ -39,7 +39,8 @@ fail() {
   shift 2
   printf 'cron_setup.sh: %s\n' "$message" >&2
   local fix
-  for fix in "$@"; do
+  # ${1+"$@"}: bash 3.2 under set -u calls an empty "$@" unbound.
+  for fix in ${1+"$@"}; do
     printf '  fix: %s\n' "$fix" >&2
   done
   exit "$code"
@@ -66,7 +67,7 @@ check_schedule() {
   # shellcheck disable=SC2086
   set -- $expr
   set +f
-  for field in "$@"; do
+  for field in ${1+"$@"}; do
     count=$((count + 1))
     case "$field" in
       *[!0-9A-Za-z*/,-]*)
@@ -166,7 +167,7 @@ if [ -n "$target_user" ]; then
   fi
 fi
 crontab_owner=${target_user:-$(id -un)}
-list_cmd="crontab -l${target_user:+ -u $target_user}"
+list_cmd="crontab${target_user:+ -u $target_user} -l"
 
 # The marker names the project directory, so two checkouts keep a line each.
 marker="$MARKER_TAG $(cron_escape "$project_dir")"
@@ -220,7 +221,7 @@ write_crontab "$workdir/new"
 
 echo "Installed in $crontab_owner's crontab:"
 echo "  $line"
-echo "It runs at '$schedule' in this machine's time zone (deploy/SCHEDULE.md explains the choice)."
+echo "It runs at '$schedule' in this machine's time zone, now $(date +%Z) (UTC is recommended)."
 echo "See it:        $list_cmd"
 echo "Its log:       tail -f $(sh_quote "$project_dir/logs/analytics_refresh_cron.log")"
 echo "Run it now:    cd $(sh_quote "$project_dir") && .venv/bin/python $ENTRY"

@@ -1,0 +1,123 @@
+"""Under the real cron daemon, the line cron_setup.sh installs really runs a refresh.
+
+cron gives the job four variables (HOME, LOGNAME, PATH=/usr/bin:/bin, SHELL=/bin/sh), starts
+it in the home directory and keeps its output: the line must bring everything else itself.
+The schedule here is every minute, so the daemon fires it within about a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.backend import Answer
+from tests.conftest import connect_clients
+from tests.deploy.conftest import require_tool, run_setup
+
+pytestmark = pytest.mark.slow
+
+CLIENT = "3b619a14-3cd8-49fa-9c24-d8df5e54c452"
+CRON_DAEMON = "/usr/sbin/cron"
+# Cron wakes at each minute boundary: at most a minute to fire, plus the run itself.
+WAIT_SECONDS = 150
+
+
+def cron_is_running() -> bool:
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() in ("cron", "crond"):
+                return True
+        except OSError:  # the process ended while we looked
+            continue
+    return False
+
+
+@pytest.fixture
+def cron_daemon():
+    """The machine's cron daemon, started for the test (and stopped after) if not running."""
+    require_tool("crontab", "cron")
+    if cron_is_running():
+        yield
+        return
+    if not os.path.exists(CRON_DAEMON):
+        require_tool("cron", "cron")
+    if os.geteuid() != 0:
+        pytest.skip("no cron daemon is running, and only root can start one")
+    # Started with an almost empty environment, so nothing of the test's leaks into jobs.
+    daemon = subprocess.Popen(
+        [CRON_DAEMON, "-f"],
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    yield
+    daemon.terminate()
+    daemon.wait(timeout=10)
+
+
+def dotenv_value(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def finished_runs(db) -> list[tuple]:
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT trigger, status, exit_code, jobs_total, jobs_succeeded, jobs_failed"
+            " FROM refresh_runs WHERE finished_at IS NOT NULL"
+        )
+        return cur.fetchall()
+
+
+def test_cron_runs_the_installed_line_with_crons_bare_environment(
+    cron_daemon, user_crontab, project, db, db_url, backend, secret
+):
+    connect_clients(db, {CLIENT: ("shopify",)})
+    backend.default = Answer(body={"platforms": ["shopify"], "sku_count": 1})
+    # Everything the run needs comes from .env: cron passes none of the test's environment.
+    (project / ".env").write_text(
+        f"DATABASE_URL={dotenv_value(db_url)}\n"
+        f"API_SECRET_KEY={secret}\n"
+        f"ANALYTICS_API_URL={backend.url}\n"
+        "REFRESH_TIMEOUT=10\n",
+        encoding="utf-8",
+    )
+    log = project / "logs" / "analytics_refresh_cron.log"
+
+    installed = run_setup(project, "--schedule", "* * * * *")
+    assert installed.returncode == 0, installed.stderr
+    started = time.monotonic()
+    while time.monotonic() - started < WAIT_SECONDS:
+        if finished_runs(db) and log.exists() and "Results:" in log.read_text(encoding="utf-8"):
+            break
+        time.sleep(0.5)
+    # Once is enough: take the every-minute line out before cron fires it again.
+    run_setup(project, "--uninstall")
+
+    output = project / "logs" / "cron_output.log"
+    diagnostics = (
+        f"after {time.monotonic() - started:.0f}s; cron running: {cron_is_running()}\n"
+        f"crontab line: {installed.stdout.splitlines()[1:2]}\n"
+        f"cron_output.log: {output.read_text() if output.exists() else '(none)'}\n"
+        f"log: {log.read_text() if log.exists() else '(none)'}"
+    )
+    assert finished_runs(db) == [("cron", "succeeded", 0, 2, 2, 0)], diagnostics
+    messages = [line.split(" - ", 1)[1] for line in log.read_text(encoding="utf-8").splitlines()]
+    expected = [
+        "Starting analytics refresh cron job - AUTOMATED CACHE REFRESH",
+        "Found 1 active clients for analytics refresh",
+        "Processing 1 clients × 3 platforms = 2 refresh jobs",
+        f"✅ SUCCESS - {CLIENT} (shopify): 1 platforms, 1 SKUs",
+        f"✅ SUCCESS - {CLIENT} (all): 1 platforms, 1 SKUs",
+        "Results: 2 successful, 0 failed out of 2 total jobs",
+    ]
+    for line in expected:
+        assert any(m.startswith(line) for m in messages), (line, diagnostics)
+    refreshes = backend.refreshes()
+    assert sorted(r.query["platform"] for r in refreshes) == ["all", "shopify"]
+    assert all(r.query["force_refresh"] == "true" for r in refreshes)
+    assert all(r.headers["Authorization"].startswith("Bearer ") for r in refreshes)

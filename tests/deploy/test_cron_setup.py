@@ -1,0 +1,225 @@
+"""cron_setup.sh against the real crontab command: idempotent, careful with other lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import ROOT, Crontab, marker, our_lines, run_setup
+
+# Lines a user may already have, each a way a careless rewrite would change something:
+# blank lines, trailing blanks, tabs, a literal %, a variable, non-ASCII text, and the
+# line of another checkout of this project (which must stay).
+OTHER_LINES = (
+    b"# m h dom mon dow command\n"
+    b"MAILTO=ops@example.com\n"
+    b"\n"
+    b"*/5 * * * * /usr/bin/backup --tag 'nightly'   \n"
+    b"30 3 * * 1\t/usr/bin/report \\%Y \xc3\xa9t\xc3\xa9\n"
+    b"0 */2 * * * cd /srv/other && ./run # analytics-refresh-cron: /srv/other\n"
+    b"\n"
+)
+
+
+def without_ours(content: bytes, project: Path) -> bytes:
+    lines = content.splitlines(keepends=True)
+    return b"".join(
+        line for line in lines if not line.rstrip(b"\n").endswith(marker(project).encode())
+    )
+
+
+def test_installs_one_line_that_runs_the_venv_python_from_the_project(user_crontab, project):
+    user_crontab.write(OTHER_LINES)
+
+    result = run_setup(project)
+
+    assert result.returncode == 0, result.stderr
+    [line] = our_lines(user_crontab.read(), project)
+    quoted_dir = str(project.resolve()).replace("'", "'\\''").replace("%", "\\%")
+    assert line.startswith("0 */2 * * * ")
+    assert f"cd '{quoted_dir}' && '{quoted_dir}/.venv/bin/python' analytics_refresh_cron.py" in line
+    assert (project / "logs").is_dir()
+    # It says what it did and how to look at it.
+    assert "crontab -l" in result.stdout
+    assert "tail -f" in result.stdout
+    assert "logs/analytics_refresh_cron.log" in result.stdout
+
+
+def test_installing_twice_leaves_one_line_and_every_other_line_byte_for_byte(user_crontab, project):
+    user_crontab.write(OTHER_LINES)
+
+    assert run_setup(project).returncode == 0
+    first = user_crontab.read()
+    assert run_setup(project).returncode == 0
+    second = user_crontab.read()
+
+    assert second == first
+    assert len(our_lines(second, project)) == 1
+    assert without_ours(second, project) == OTHER_LINES
+
+
+def test_a_new_schedule_replaces_the_line(user_crontab, project):
+    user_crontab.write(OTHER_LINES)
+    assert run_setup(project).returncode == 0
+
+    assert run_setup(project, "--schedule", "15 1 * * *").returncode == 0
+
+    content = user_crontab.read()
+    [line] = our_lines(content, project)
+    assert line.startswith("15 1 * * * cd ")
+    assert without_ours(content, project) == OTHER_LINES
+
+
+def test_uninstall_removes_only_this_projects_line(user_crontab, project):
+    user_crontab.write(OTHER_LINES)
+    assert run_setup(project).returncode == 0
+
+    result = run_setup(project, "--uninstall")
+
+    assert result.returncode == 0, result.stderr
+    assert user_crontab.read() == OTHER_LINES
+    again = run_setup(project, "--uninstall")
+    assert again.returncode == 0
+    assert "nothing to remove" in again.stdout
+    assert user_crontab.read() == OTHER_LINES
+
+
+def test_uninstall_leaves_no_crontab_when_there_was_none(user_crontab, project):
+    user_crontab.write(None)
+    assert run_setup(project).returncode == 0
+    assert user_crontab.read() is not None
+
+    assert run_setup(project, "--uninstall").returncode == 0
+
+    assert user_crontab.read() is None
+
+
+def test_print_shows_the_line_and_changes_nothing(user_crontab, project):
+    user_crontab.write(OTHER_LINES)
+
+    printed = run_setup(project, "--print")
+
+    assert printed.returncode == 0, printed.stderr
+    assert user_crontab.read() == OTHER_LINES
+    assert not (project / "logs").exists()
+    # The printed line is exactly the one an install writes.
+    assert run_setup(project).returncode == 0
+    assert our_lines(user_crontab.read(), project) == [printed.stdout.rstrip("\n")]
+
+
+@pytest.mark.parametrize(
+    ("missing", "fix"),
+    [
+        (".venv", "python3 -m venv .venv"),
+        (".env", "cp .env.example .env"),
+    ],
+)
+def test_refuses_without_venv_or_env_and_says_how_to_fix_it(user_crontab, project, missing, fix):
+    user_crontab.write(OTHER_LINES)
+    (project / missing).unlink()
+
+    result = run_setup(project)
+
+    assert result.returncode == 1
+    assert fix in result.stderr
+    assert user_crontab.read() == OTHER_LINES
+
+
+@pytest.mark.parametrize("schedule", ["* * *", "0 */2 * * * *", "0 %2 * * *", "0 2; * * *"])
+def test_rejects_a_malformed_schedule(user_crontab, project, schedule):
+    user_crontab.write(OTHER_LINES)
+
+    result = run_setup(project, "--schedule", schedule)
+
+    assert result.returncode == 2
+    assert user_crontab.read() == OTHER_LINES
+
+
+def test_rejects_an_unknown_option(project):
+    result = run_setup(project, "--frobnicate")
+
+    assert result.returncode == 2
+    assert "unknown option: --frobnicate" in result.stderr
+
+
+def test_user_option_edits_that_users_crontab_only(user_crontab, project):
+    if os.geteuid() != 0:
+        pytest.skip("only root may edit another user's crontab")
+    try:
+        nobody = pwd.getpwnam("nobody").pw_uid
+    except KeyError:
+        pytest.skip("this system has no 'nobody' user to install for")
+    other = Crontab("nobody")
+    saved = other.read()
+    user_crontab.write(OTHER_LINES)
+    try:
+        assert run_setup(project, "--user", "nobody").returncode == 0
+        assert len(our_lines(other.read(), project)) == 1
+        assert user_crontab.read() == OTHER_LINES
+        # The job runs as that user, who must be able to write the log.
+        assert (project / "logs").stat().st_uid == nobody
+
+        assert run_setup(project, "--uninstall", "--user", "nobody").returncode == 0
+        assert our_lines(other.read(), project) == []
+    finally:
+        other.write(saved)
+
+
+PROBE = """\
+import json, os, sys
+import analytics_refresh
+with open("probe.json", "w") as out:
+    json.dump({"cwd": os.getcwd(), "prefix": sys.prefix, "argv": sys.argv}, out)
+print("probe ran")
+"""
+
+
+def cron_command(line: str) -> str:
+    """The shell command cron runs for a crontab line: cron's % rules applied."""
+    command = line.split(None, 5)[5]
+    out, i = [], 0
+    while i < len(command):
+        if command.startswith("\\%", i):
+            out.append("%")
+            i += 2
+        else:
+            assert command[i] != "%", f"unescaped % would cut the command short: {line}"
+            out.append(command[i])
+            i += 1
+    return "".join(out)
+
+
+def test_the_line_works_in_crons_bare_environment(project, tmp_path):
+    """Run the printed line the way cron does: /bin/sh, from $HOME, with cron's 4 variables."""
+    (project / "analytics_refresh_cron.py").write_text(PROBE, encoding="utf-8")
+    (project / "logs").mkdir()
+    line = run_setup(project, "--print").stdout.strip()
+    home = tmp_path / "home"
+    home.mkdir()
+
+    subprocess.run(
+        ["/bin/sh", "-c", cron_command(line)],
+        cwd=home,
+        env={"HOME": str(home), "LOGNAME": "root", "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"},
+        check=True,
+        timeout=60,
+    )
+
+    probe = json.loads((project / "probe.json").read_text(encoding="utf-8"))
+    assert Path(probe["cwd"]).resolve() == project.resolve()
+    # The project's venv ran it (it imported the package), not whatever python is on PATH.
+    assert Path(probe["prefix"]).resolve() == Path(sys.prefix).resolve()
+    assert probe["argv"] == ["analytics_refresh_cron.py"]
+    # Output that is not the runner's log lands in logs/, not in cron's mail.
+    assert (project / "logs" / "cron_output.log").read_text(encoding="utf-8") == "probe ran\n"
+
+
+def test_the_repository_copy_is_executable():
+    assert os.access(ROOT / "cron_setup.sh", os.X_OK)
+    assert os.access(ROOT / "scripts" / "install-test-tools.sh", os.X_OK)
