@@ -10,7 +10,7 @@ import yaml
 
 from tests.deploy.conftest import ROOT, run_setup
 
-GUIDE = ROOT / "docs" / "guide-scheduling.md"
+GUIDE = ROOT / "ANALYTICS_REFRESH_CRON_GUIDE.md"
 
 INSTALLER_FILES = [
     "cron_setup.sh",
