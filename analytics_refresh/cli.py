@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import RefreshError
+from .errors import ConfigError, RefreshError
 from .logs import get_logger, redact, setup_logging
 from .settings import PLATFORMS, TRIGGERS, Settings, Shard
 
@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="UUID",
         help="check with this client instead of the first connected one",
     )
+    check.add_argument(
+        "--platform",
+        action="append",
+        choices=PLATFORMS,
+        help="plan and read only this platform (repeatable) [env REFRESH_PLATFORMS]",
+    )
 
     status = commands.add_parser("status", help="recent runs and the age of every cache")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -219,13 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_run(args, settings: Settings) -> int:
-    from .runner import StopRequest, execute_run
+    from .monitoring import run_monitored
+    from .runner import StopRequest
 
     settings = apply_run_options(settings, args)
     setup_logging(settings)
     stop = StopRequest()
     with handle_signals(stop):
-        result = execute_run(settings, stop=stop)
+        result = run_monitored(settings, stop=stop)
     return result.exit_code
 
 
@@ -279,6 +286,8 @@ def cmd_serve(args, settings: Settings) -> int:
 def cmd_check(args, settings: Settings) -> int:
     from .check import run_checks
 
+    if args.platform:
+        settings = settings.replace(platforms=tuple(p for p in PLATFORMS if p in args.platform))
     return run_checks(settings, clients=tuple(args.client or ()))
 
 
@@ -346,7 +355,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         load_dotenv(Path.cwd() / ".env", override=False)
         environ = os.environ
     try:
-        settings = Settings.from_env(environ)
+        try:
+            settings = Settings.from_env(environ)
+        except ConfigError as exc:
+            if args.command != "check":
+                raise
+            from .check import report_invalid_settings
+
+            # The checklist shows bad settings as its first failed line, with the fix.
+            return report_invalid_settings(exc)
         return COMMANDS[args.command](args, settings)
     except RefreshError as exc:
         _report(exc, environ)

@@ -18,7 +18,8 @@ import api_key_auth
 
 from . import db
 from .logs import setup_logging
-from .runner import StopRequest, execute_run
+from .monitoring import run_monitored
+from .runner import StopRequest
 from .settings import Settings
 
 COUNT_FRESH_ROWS = """
@@ -58,7 +59,7 @@ def run_demo(settings: Settings, *, clients: int, skus: int, orders_per_day: int
         )
         setup_logging(run_settings, interactive=True)
         console.print("[bold]4/4[/] One refresh run, as cron would start it:")
-        result = execute_run(run_settings, stop=StopRequest())
+        result = run_monitored(run_settings, stop=StopRequest())
         if result.records:
             _show_cache(console, url, result)
             _show_dashboard(console, server.url, secret, result)

@@ -1,0 +1,330 @@
+"""The manual run (``test_analytics_refresh_now.py``): refresh now and show that it worked.
+
+Preflight checklist, then a real run through the same code as cron (trigger ``manual``,
+heartbeat and metrics included) with a progress bar on a terminal and the log's plain lines
+otherwise, then a check of each refreshed cache row, then a summary table. A cache row
+counts as verified when ``"<client_id>_cached_responses"`` holds a row of the job's platform
+computed at or after the run started (by the database's clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from psycopg2 import sql
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from . import db
+from .check import ENDPOINT, Preflight, report_invalid_settings
+from .cli import _Parser, add_run_options, apply_run_options, handle_signals
+from .errors import ConfigError, RefreshError
+from .history import JobRecord
+from .logs import DATE_FORMAT, LOGGER_NAME, TEXT_FORMAT, RedactFilter, redact, setup_logging
+from .monitoring import run_monitored
+from .runner import RunResult, StopRequest
+from .settings import PLATFORMS, Settings
+from .status import output_console
+
+# Past this many jobs the summary lists the problems first and leaves out good rows.
+SUMMARY_ROWS = 200
+STATUS_STYLES = {"succeeded": "green", "skipped": "dim"}
+LEVEL_STYLES = {logging.WARNING: "yellow", logging.ERROR: "red", logging.CRITICAL: "red"}
+
+RUN_STARTED = "SELECT started_at FROM refresh_runs WHERE run_id = %s"
+TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+NEWEST_ROWS = """
+    SELECT platform, max(computed_at) FILTER (WHERE computed_at >= %(since)s), max(computed_at)
+    FROM {table}
+    WHERE platform = ANY(%(platforms)s)
+    GROUP BY platform
+"""
+
+
+@dataclass(frozen=True)
+class CacheCheck:
+    """Whether a job's cache row was rewritten by this run."""
+
+    state: str  # verified | stale | no_table | error
+    detail: str = ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="test_analytics_refresh_now.py",
+        description="Refresh every dashboard now, as cron does (trigger manual): preflight "
+        "checklist, the run with its progress, a check of each refreshed cache row, a summary.",
+        epilog="exit codes as `analytics-refresh run`; also 1 when a job succeeded but its "
+        "cache row was not rewritten",
+    )
+    parser.add_argument(
+        "--preflight-only", action="store_true", help="run the checklist only, refresh nothing"
+    )
+    add_run_options(parser)
+    return parser
+
+
+def main(argv=None, environ=None) -> int:
+    """Run the manual refresh and return its exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help or a usage error (2)
+        return int(exc.code or 0)
+    if environ is None:
+        from dotenv import load_dotenv
+
+        load_dotenv(Path.cwd() / ".env", override=False)
+        environ = os.environ
+    console = output_console()
+    secret = environ.get("API_SECRET_KEY", "")
+    try:
+        try:
+            settings = Settings.from_env(environ)
+        except ConfigError as exc:
+            console.print("Preflight checks", style="bold")
+            return report_invalid_settings(exc, console)
+        settings = apply_run_options(settings, args)
+        if not args.trigger:
+            settings = settings.replace(trigger="manual")
+        return ManualRun(settings, console).run(preflight_only=args.preflight_only)
+    except RefreshError as exc:
+        message = redact(str(exc), (secret,) if secret else ())
+        console.print(Text(f"✗ {message} (exit {exc.exit_code})", style="red"), soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.print("interrupted (exit 6)")
+        return 6
+
+
+class ManualRun:
+    """One manual run, printed to ``console``."""
+
+    def __init__(self, settings: Settings, console: Console):
+        self.settings = settings
+        self.console = console
+
+    def run(self, *, preflight_only: bool = False) -> int:
+        self.console.print("Preflight checks", style="bold")
+        preflight = Preflight(self.settings, self.console)
+        code = preflight.run()
+        if preflight_only:
+            return code
+        # A read refused for the first client says little about the others: the run goes
+        # on and its summary shows every job. Anything else would fail every job.
+        blocking = [r for r in preflight.results if r.state == "fail" and r.name != ENDPOINT]
+        if blocking:
+            self.console.print("Nothing was refreshed: fix the line marked ✗, then run again.")
+            return code
+        if code:
+            self.console.print("The first client's read failed; the run shows every job.")
+        self.console.print(
+            f"\nRefresh run (trigger {self.settings.trigger}; log: {self.settings.log_file})",
+            style="bold",
+            soft_wrap=True,
+        )
+        result = self.refresh(len(preflight.jobs))
+        if self.settings.dry_run:
+            self.console.print(f"Dry run: {result.counts['planned']} jobs planned, none called.")
+            return result.exit_code
+        if result.exit_code == 5:
+            self.console.print("Another run holds the lock: this one did nothing (exit 5).")
+            return 5
+        checks = self.verify(result)
+        self.summary(result, checks)
+        return self.conclude(result, checks)
+
+    # -- the run ----------------------------------------------------------------------------
+    def refresh(self, planned: int) -> RunResult:
+        setup_logging(self.settings, interactive=False)
+        logger = logging.getLogger(LOGGER_NAME)
+        echo = None
+        if self.settings.log_format == "text":  # json already goes to stdout
+            # Under a progress bar the bar counts the successes; the rest still shows.
+            echo = ConsoleLog(
+                self.console, self.settings.secret_key, quiet_successes=self.console.is_terminal
+            )
+            logger.addHandler(echo)
+        progress = None
+        if self.console.is_terminal and not self.settings.dry_run:
+            progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+        task = progress.add_task("Refreshing", total=planned or None) if progress else None
+
+        def job_done(record: JobRecord) -> None:
+            if progress is None:
+                return
+            progress.advance(task)  # thread-safe: jobs end on worker threads
+            state = progress.tasks[0]
+            if state.total is not None and state.completed > state.total:
+                progress.update(task, total=state.completed)  # clients added since preflight
+
+        stop = StopRequest()
+        try:
+            with handle_signals(stop), progress or contextlib.nullcontext():
+                return run_monitored(self.settings, stop=stop, on_job_done=job_done)
+        finally:
+            if echo is not None:
+                logger.removeHandler(echo)
+
+    # -- cache verification -----------------------------------------------------------------
+    def verify(self, result: RunResult) -> dict[tuple[str, str], CacheCheck]:
+        """Check the cache row of every successful job against the run's start."""
+        done = [r for r in result.records if r.status == "succeeded"]
+        if not done or result.run_id is None:
+            return {}
+        by_client: dict[str, list[str]] = {}
+        for record in done:
+            by_client.setdefault(record.job.client_id, []).append(record.job.platform)
+        checks: dict[tuple[str, str], CacheCheck] = {}
+        with db.connection(db.database_url(self.settings)) as conn, conn.cursor() as cur:
+            cur.execute(RUN_STARTED, (result.run_id,))
+            # The earlier of the database's and this host's clock: the API stamps rows with
+            # its own clock, and a skew of seconds must not make a fresh row look old.
+            since = min(cur.fetchone()[0], datetime.fromtimestamp(result.started_at, timezone.utc))
+            for client_id, platforms in by_client.items():
+                for platform, check in cache_checks(cur, client_id, platforms, since).items():
+                    checks[(client_id, platform)] = check
+        return checks
+
+    # -- output -----------------------------------------------------------------------------
+    def summary(self, result: RunResult, checks: dict) -> None:
+        table = Table(title="Summary", title_justify="left", title_style="bold")
+        for name, justify in (
+            ("job", "left"),
+            ("status", "left"),
+            ("attempts", "right"),
+            ("duration", "right"),
+            ("SKUs", "right"),
+            ("cache verified", "left"),
+        ):
+            table.add_column(name, justify=justify)
+        order = {p: i for i, p in enumerate(PLATFORMS)}
+        records = sorted(
+            result.records, key=lambda r: (r.job.client_id, order.get(r.job.platform, 9))
+        )
+        if len(records) > SUMMARY_ROWS:
+            # A big run: every job with a problem, then as many good ones as fit.
+            def fine(r: JobRecord) -> bool:
+                check = checks.get((r.job.client_id, r.job.platform))
+                good = r.status in ("succeeded", "skipped")
+                return good and (check is None or check.state != "stale")
+
+            records = sorted(records, key=fine)[:SUMMARY_ROWS]
+        for record in records:
+            job = record.job
+            style = STATUS_STYLES.get(record.status, "red")
+            table.add_row(
+                str(job),
+                Text(record.status, style=style),
+                str(record.attempts),
+                "-" if record.duration_ms is None else f"{record.duration_ms / 1000:.2f}s",
+                "-" if record.sku_count is None else str(record.sku_count),
+                cache_text(checks.get((job.client_id, job.platform))),
+            )
+        self.console.print()
+        self.console.print(table)
+        if len(result.records) > len(records):
+            self.console.print(
+                f"  ... {len(result.records) - len(records)} more jobs, none with a problem "
+                "(refresh_jobs holds every row)"
+            )
+
+    def conclude(self, result: RunResult, checks: dict) -> int:
+        stale = [c for c in checks.values() if c.state == "stale"]
+        verified = sum(1 for c in checks.values() if c.state == "verified")
+        no_table = sum(1 for c in checks.values() if c.state == "no_table")
+        code = result.exit_code
+        if stale and code == 0:
+            code = 1
+        counts = result.counts
+        parts = [f"{counts['succeeded']} succeeded", f"{counts['failed']} failed"]
+        parts += [
+            f"{counts[k]} {k.replace('_', ' ')}" for k in ("skipped", "not_attempted") if counts[k]
+        ]
+        caches = f"{verified} of {len(checks)} caches verified"
+        if no_table:
+            caches += f", {no_table} without a cache table"
+        self.console.print(
+            f"Run {result.run_id}: {result.status} in "
+            f"{result.finished_at - result.started_at:.1f}s; {', '.join(parts)}; {caches}; "
+            f"exit {code}",
+            style="green" if code == 0 else "red",
+            soft_wrap=True,
+        )
+        if stale:
+            self.console.print(
+                f"✗ {len(stale)} jobs succeeded but their cache row is older than the run: the "
+                "API answered without rewriting its cache (see the API's log for the failed "
+                "cache write)",
+                style="red",
+                soft_wrap=True,
+            )
+        return code
+
+
+def cache_checks(cur, client_id: str, platforms: list[str], since: datetime) -> dict:
+    """Return {platform: CacheCheck}: has a row of each platform been computed since ``since``?"""
+    table = sql.Identifier(f"{client_id}_cached_responses")
+    cur.execute(TABLE_EXISTS, (table.as_string(cur),))
+    if not cur.fetchone()[0]:
+        return dict.fromkeys(platforms, CacheCheck("no_table", "no cache table"))
+    try:
+        query = sql.SQL(NEWEST_ROWS).format(table=table)
+        cur.execute(query, {"since": since, "platforms": platforms})
+        rows = {platform: (fresh, newest) for platform, fresh, newest in cur.fetchall()}
+    except Exception as exc:  # a cache table of another shape: say so, check the rest
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return dict.fromkeys(platforms, CacheCheck("error", f"cannot read: {reason}"))
+    checks = {}
+    for platform in platforms:
+        fresh, newest = rows.get(platform, (None, None))
+        if fresh is not None:
+            checks[platform] = CacheCheck("verified", f"{fresh.astimezone():%H:%M:%S}")
+        elif newest is None:
+            checks[platform] = CacheCheck("stale", f"no {platform} row")
+        else:
+            checks[platform] = CacheCheck("stale", f"newest {newest.astimezone():%Y-%m-%d %H:%M}")
+    return checks
+
+
+def cache_text(check: CacheCheck | None) -> Text:
+    if check is None:
+        return Text("-")
+    if check.state == "verified":
+        return Text(f"✓ {check.detail}", style="green")
+    if check.state == "stale":
+        return Text(f"✗ {check.detail}", style="red")
+    return Text(check.detail, style="yellow")
+
+
+class ConsoleLog(logging.Handler):
+    """Prints the run's log lines on the console, above the progress bar when there is one."""
+
+    def __init__(self, console: Console, secret: str | None, *, quiet_successes: bool = False):
+        super().__init__()
+        self.console = console
+        self.quiet_successes = quiet_successes
+        self.setFormatter(logging.Formatter(TEXT_FORMAT, DATE_FORMAT))
+        self.addFilter(RedactFilter((secret,) if secret else ()))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.quiet_successes and getattr(record, "status", None) == "succeeded":
+            return
+        try:
+            line = Text(self.format(record), style=LEVEL_STYLES.get(record.levelno, ""))
+            self.console.print(line, soft_wrap=True)
+        except Exception:
+            self.handleError(record)
