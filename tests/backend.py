@@ -22,6 +22,7 @@ class Answer:
     headers: dict = field(default_factory=dict)
     sleep: float = 0.0
     drop: bool = False  # close the connection without answering
+    truncate: bool = False  # send the headers and half the body, then close
 
 
 OK = Answer()
@@ -118,6 +119,12 @@ def _handler(backend: Backend):
             for name, value in answer.headers.items():
                 self.send_header(name, value)
             self.end_headers()
+            if answer.truncate:
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
             self.wfile.write(data)
 
     return Handler

@@ -154,3 +154,12 @@ def log_lines(env: dict) -> list[str]:
     """The run log's messages, without the timestamp."""
     path = Path(env["LOG_DIR"]) / "analytics_refresh_cron.log"
     return [line.split(" - ", 1)[1] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture
+def clients(db):
+    """Three connected clients with mixed platforms, and one disconnected."""
+    from tests.runs import ALICE, BOB, CAROL, DAVE
+
+    connect_clients(db, {ALICE: ("shopify", "amazon"), BOB: ("shopify",), CAROL: ("amazon",)})
+    connect_clients(db, {DAVE: ("shopify",)}, status="disconnected")

@@ -16,7 +16,7 @@ from analytics_refresh.cli import main
 from tests.backend import Answer
 from tests.conftest import connect_clients, log_lines
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def many_clients(db, count: int) -> list[str]:
