@@ -273,13 +273,17 @@ def cmd_serve(args, settings: Settings) -> int:
     secret = settings.require_secret()
     url = db.database_url(settings)
     from dashboard_api import create_app
+    from dashboard_api.config import from_environ
+    from dashboard_api.server import serve
 
-    app = create_app({"DATABASE_URL": url, "API_SECRET_KEY": secret})
+    # The API reads its own settings (CACHE_TTL, API_MAX_CONCURRENT_COMPUTES) as under
+    # gunicorn; only the database and the secret come from the runner's resolution.
+    app = create_app({**from_environ(), "DATABASE_URL": url, "API_SECRET_KEY": secret})
     print(
         f"Serving the reference dashboard API on http://{args.host}:{args.port} "
         "(development server; use gunicorn in production)"
     )
-    app.run(host=args.host, port=args.port, threaded=True)
+    serve(app, host=args.host, port=args.port)
     return 0
 
 

@@ -32,6 +32,7 @@ def run_demo(settings: Settings, *, clients: int, skus: int, orders_per_day: int
     # Only the demo reaches into the reference API, and only here, so a user with their
     # own backend can delete dashboard_api/ and keep everything else.
     from dashboard_api import create_app
+    from dashboard_api.config import from_environ
     from dashboard_api.db import init_schema as init_api_schema
     from dashboard_api.demo import load_demo
     from dashboard_api.server import start_background
@@ -50,7 +51,7 @@ def run_demo(settings: Settings, *, clients: int, skus: int, orders_per_day: int
             f"({time.monotonic() - started:.1f}s)"
         )
 
-    app = create_app({"DATABASE_URL": url, "API_SECRET_KEY": secret})
+    app = create_app({**from_environ(), "DATABASE_URL": url, "API_SECRET_KEY": secret})
     server = start_background(app, host="127.0.0.1", port=0)
     try:
         console.print(f"[bold]3/4[/] Reference dashboard API on {server.url}")

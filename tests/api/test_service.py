@@ -1,0 +1,164 @@
+"""Load shedding, /health, a database that is down or restarts, settings and the server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psycopg2
+import pytest
+import requests
+
+from dashboard_api import create_app, limits
+from dashboard_api.config import ConfigError
+from dashboard_api.server import start_background
+
+from .conftest import ALICE, days_ago
+
+URL = "/api/dashboard/inventory-analytics"
+# Nothing listens on port 9 (discard) here: connections are refused at once.
+DOWN_URL = "postgresql://postgres@127.0.0.1:9/nothing?connect_timeout=2"
+
+
+@pytest.fixture
+def alice(shop):
+    shop.connect(ALICE, "shopify")
+    shop.item(ALICE, "shopify", "S1", on_hand=5, cost="1.00", price="2.00")
+    shop.order(ALICE, "shopify", "S-1", days_ago(1), ("S1", 1, "2.00"))
+
+
+def get(client, auth, force="true"):
+    return client.get(
+        URL,
+        query_string={"client_id": ALICE, "platform": "shopify", "force_refresh": force},
+        headers=auth(),
+    )
+
+
+def hold_slots(conn, count):
+    with conn.cursor() as cur:
+        for slot in range(1, count + 1):
+            cur.execute("SELECT pg_advisory_lock(%s, %s)", (limits.SLOT_CLASS, slot))
+
+
+def test_sheds_load_past_the_computation_limit(client, auth, alice, db_url):
+    assert get(client, auth).status_code == 200
+    # Another process computing holds slots; the app's limit is 4 (see the settings fixture).
+    other = psycopg2.connect(db_url)
+    try:
+        hold_slots(other, 3)
+        assert get(client, auth).status_code == 200  # one slot left
+        hold_slots(other, 4)
+
+        shed = get(client, auth)
+        assert shed.status_code == 503
+        assert shed.headers["Retry-After"] == "2"
+        assert "computations" in shed.get_json()["error"]
+        # A fresh cached copy needs no computation.
+        cached = get(client, auth, force="false")
+        assert cached.status_code == 200
+        assert cached.get_json()["cached"] is True
+    finally:
+        other.close()
+    assert get(client, auth).status_code == 200
+
+
+def test_health_ok(client):
+    answer = client.get("/health")
+    assert answer.status_code == 200
+    assert answer.get_json() == {"status": "ok", "database": "ok"}
+
+
+def test_database_down_is_503_not_500(settings, auth):
+    app = create_app({**settings, "DATABASE_URL": DOWN_URL, "TESTING": False})
+    client = app.test_client()
+
+    health = client.get("/health")
+    assert health.status_code == 503
+    assert health.get_json()["database"] == "unavailable"
+    assert "Retry-After" in health.headers
+    answer = get(client, auth)
+    assert answer.status_code == 503
+    assert answer.get_json() == {"error": "The database is unavailable; retry shortly."}
+    assert answer.headers["Retry-After"] == "2"
+
+
+def test_pool_heals_when_the_database_drops_its_connections(client, auth, alice, db, db_url):
+    assert get(client, auth).status_code == 200
+    dbname = psycopg2.extensions.parse_dsn(db_url)["dbname"]
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = %s AND application_name = 'dashboard-api'",
+            (dbname,),
+        )
+        assert cur.fetchone()[0] >= 1
+
+    # Every pooled connection is dead now; the next request still gets a live one.
+    assert get(client, auth).status_code == 200
+    assert client.get("/health").status_code == 200
+
+
+def test_settings_errors_name_the_variable(secret):
+    with pytest.raises(ConfigError, match="DATABASE_URL is required") as missing:
+        create_app({"API_SECRET_KEY": secret})
+    assert secret not in str(missing.value)
+
+    with pytest.raises(ConfigError) as bad:
+        create_app(
+            {
+                "DATABASE_URL": DOWN_URL,
+                "API_SECRET_KEY": "short-secret",
+                "CACHE_TTL": "soon",
+                "API_MAX_CONCURRENT_COMPUTES": "0",
+            }
+        )
+    message = str(bad.value)
+    for name in ("API_SECRET_KEY", "CACHE_TTL", "API_MAX_CONCURRENT_COMPUTES"):
+        assert name in message
+    assert "short-secret" not in message
+    assert "DATABASE_URL" not in message
+
+
+def test_settings_come_from_the_environment_without_a_mapping(monkeypatch, secret):
+    monkeypatch.setenv("DATABASE_URL", DOWN_URL)
+    monkeypatch.setenv("API_SECRET_KEY", secret)
+    monkeypatch.setenv("CACHE_TTL", "120")
+    monkeypatch.delenv("API_MAX_CONCURRENT_COMPUTES", raising=False)
+
+    app = create_app()
+
+    assert app.config["CACHE_TTL"] == 120
+    assert app.config["API_MAX_CONCURRENT_COMPUTES"] == (os.cpu_count() or 1)
+    monkeypatch.delenv("API_SECRET_KEY")
+    with pytest.raises(ConfigError, match="API_SECRET_KEY is required"):
+        create_app()
+
+
+def test_background_server_serves_until_stopped(app):
+    server = start_background(app)
+    assert server.url.startswith("http://127.0.0.1:")
+    assert requests.get(server.url + "/health", timeout=10).json()["status"] == "ok"
+    server.stop()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(server.url + "/health", timeout=10)
+
+
+def test_oversized_request_line_is_json(api_server, token):
+    answer = requests.get(
+        api_server.url + URL,
+        params={"client_id": ALICE, "platform": "x" * 70_000},
+        headers={"Authorization": f"Bearer {token()}"},
+        timeout=10,
+    )
+    assert answer.status_code == 414
+    assert "error" in answer.json()
+
+
+def test_the_api_never_imports_the_runner():
+    code = (
+        "import sys, dashboard_api, dashboard_api.demo, dashboard_api.server;"
+        "sys.exit(any(name.startswith('analytics_refresh') for name in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
