@@ -33,8 +33,7 @@ def cache_rows(db, client_id: str) -> dict[str, tuple]:
     with db.cursor() as cur:
         cur.execute(
             sql.SQL(
-                "SELECT platform, computed_at, response->>'sku_count', md5(response::text) "
-                "FROM {}"
+                "SELECT platform, computed_at, response->>'sku_count', md5(response::text) FROM {}"
             ).format(table)
         )
         return {row[0]: row[1:] for row in cur.fetchall()}
@@ -49,7 +48,7 @@ def test_a_run_refreshes_one_cache_row_per_job(run_env, api, demo_clients, db):
         cur.execute("SELECT client_id::text, platform, sku_count FROM refresh_jobs")
         jobs = cur.fetchall()
     assert len(jobs) == 7  # both + shopify-only + amazon-only; the disconnected has none
-    assert [line for line in log_lines(env) if line.startswith("Results:")][0].startswith(
+    assert next(line for line in log_lines(env) if line.startswith("Results:")).startswith(
         "Results: 7 successful, 0 failed out of 7 total jobs"
     )
     for client_id, platform, sku_count in jobs:
