@@ -60,6 +60,10 @@ def test_sheds_load_past_the_computation_limit(client, auth, alice, db_url):
         assert cached.status_code == 200
         assert cached.get_json()["cached"] is True
     finally:
+        # Unlock before closing: a closed connection's backend may still hold its locks
+        # for a moment after close() returns.
+        with other.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock_all()")
         other.close()
     assert get(client, auth).status_code == 200
 
