@@ -117,6 +117,15 @@ def _show_dashboard(console: Console, api_url: str, secret: str, result) -> None
     table.add_column("KPI")
     table.add_column("value", justify="right")
     for name, value in kpis.items():
-        table.add_row(name, f"{value:,.2f}" if isinstance(value, float) else str(value))
+        table.add_row(name, _show(value))
     table.add_row("SKUs", str(body.get("sku_count")))
     console.print(table)
+
+
+def _show(value) -> str:
+    """Format a KPI for the table: thousands separators, nested counts on one line."""
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_show(count)}" for key, count in value.items())
+    return str(value)
