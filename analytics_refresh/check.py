@@ -25,7 +25,7 @@ from rich.text import Text
 import api_key_auth
 
 from . import __version__, db
-from .errors import ConfigError, RefreshError
+from .errors import ConfigError, RefreshError, first_line
 from .logs import redact
 from .plan import Job, build_plan, stream_connected
 from .settings import Settings
@@ -80,7 +80,7 @@ class Preflight:
         self.jobs: list[Job] = []
         self.token: str | None = None
         self.health_ok = False
-        self.secrets = tuple(s for s in (settings.secret_key,) if s)
+        self.secrets = settings.secrets
 
     @property
     def exit_code(self) -> int:
@@ -102,7 +102,7 @@ class Preflight:
                 try:
                     result = check(name)
                 except psycopg2.Error as exc:  # the database went away between two checks
-                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "error"
+                    reason = first_line(exc)
                     result = _fail(
                         name,
                         f"database error: {reason}",

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import __version__
 from .errors import ConfigError, RefreshError
 from .logs import get_logger, redact, setup_logging
-from .settings import PLATFORMS, TRIGGERS, Settings, Shard
+from .settings import PLATFORMS, TRIGGERS, Settings, Shard, database_password
 
 log = get_logger()
 
@@ -379,8 +379,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 def _report(exc: RefreshError, environ: Mapping[str, str]) -> None:
     """Say what went wrong on stderr and, when logging is set up, in the log."""
-    secret = environ.get("API_SECRET_KEY", "")
-    message = redact(str(exc), (secret,) if secret else ())
+    # Built from the raw environment: the settings object may be what failed.
+    secrets = (environ.get("API_SECRET_KEY", ""), database_password(environ.get("DATABASE_URL")))
+    message = redact(str(exc), tuple(s for s in secrets if s))
     name = type(exc).__name__
     if log.handlers:
         log.error("❌ %s (exit %d): %s", name, exc.exit_code, message)

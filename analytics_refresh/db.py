@@ -16,8 +16,9 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 
-from .errors import DatabaseError
-from .settings import Settings
+from .errors import DatabaseError, first_line
+from .logs import redact
+from .settings import Settings, database_password
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,9 @@ def connect(url: str, *, application_name: str = "analytics-refresh"):
             application_name=application_name,
         )
     except psycopg2.Error as exc:
-        # psycopg2's message names the host and the cause, never the password.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # libpq's message names the host and the cause; mask the password all the same,
+        # since some messages quote the connection string.
+        reason = redact(first_line(exc), tuple(p for p in (database_password(url),) if p))
         raise DatabaseError(
             f"cannot connect to {describe(url)}: {reason}",
             hint="check DATABASE_URL and that PostgreSQL is running and reachable",

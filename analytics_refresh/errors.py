@@ -49,3 +49,9 @@ class LockLost(RefreshError):
     """The database session holding the run lock was lost; exclusivity is no longer certain."""
 
     exit_code = 6
+
+
+def first_line(exc: BaseException) -> str:
+    """Return the first line of an exception's message (driver errors run to many lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

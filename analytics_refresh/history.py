@@ -20,24 +20,30 @@ import psycopg2
 import psycopg2.extras
 
 from .db import connect
+from .errors import DatabaseError, first_line
 from .plan import Job
 
 log = logging.getLogger(__name__)
 
-RECONNECT_ATTEMPTS = 3
+# Five tries over about 7.5 s ride out a database restart or a failover's switch.
+RECONNECT_ATTEMPTS = 5
 
 INSERT_RUN = """
     INSERT INTO refresh_runs (run_id, trigger, host, shard, pid, status, exit_code, note,
                               finished_at)
     VALUES (%(run_id)s, %(trigger)s, %(host)s, %(shard)s, %(pid)s, %(status)s, %(exit_code)s,
             %(note)s, CASE WHEN %(status)s = 'running' THEN NULL ELSE now() END)
+    ON CONFLICT (run_id) DO NOTHING
 """
 
-# Rows left 'running' by a run that died; only the lock holder may call them abandoned.
+# Rows left 'running' by a run that died; only a lock holder may call them abandoned. An
+# unsharded run holds every lock's ground, so no other run can be alive; a shard's run
+# knows its own shard and every other shard count are not running (lock.py).
 MARK_ABANDONED = """
     UPDATE refresh_runs SET status = 'abandoned', finished_at = now(),
            note = 'left running by a run that ended without finishing'
-    WHERE status = 'running' AND shard = %(shard)s AND run_id <> %(run_id)s
+    WHERE status = 'running' AND run_id <> %(run_id)s
+      AND (%(shard)s = '' OR shard = %(shard)s OR split_part(shard, '/', 2) <> %(count)s)
     RETURNING run_id
 """
 
@@ -106,7 +112,7 @@ class History:
                         self._conn = connect(self.url, application_name="analytics-refresh")
                     with self._conn.cursor() as cur:
                         return action(cur)
-                except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                except (psycopg2.OperationalError, psycopg2.InterfaceError, DatabaseError) as exc:
                     # Every statement here is idempotent, so repeating one is safe.
                     if self._conn is not None:
                         self._conn.close()
@@ -115,9 +121,9 @@ class History:
                         raise
                     log.warning(
                         "History write lost its connection (%s); reconnecting",
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                        first_line(exc),
                     )
-                    time.sleep(0.2 * attempt)
+                    time.sleep(0.5 * 2 ** (attempt - 1))
             return None
 
     def record_run(self, status: str, *, exit_code: int | None = None, note: str | None = None):
@@ -138,7 +144,10 @@ class History:
         """Mark runs left ``running`` by a killed run as ``abandoned``; return their ids."""
 
         def action(cur):
-            cur.execute(MARK_ABANDONED, {"shard": self.shard, "run_id": self.run_id})
+            count = self.shard.partition("/")[2]
+            cur.execute(
+                MARK_ABANDONED, {"shard": self.shard, "count": count, "run_id": self.run_id}
+            )
             return [str(row[0]) for row in cur.fetchall()]
 
         return self._execute(action)

@@ -1,9 +1,15 @@
-"""One run at a time, across hosts: a PostgreSQL session-level advisory lock.
+"""One run at a time, across hosts: PostgreSQL session-level advisory locks.
 
-The lock lives as long as its database session, on a connection of its own that nothing
-else uses. A killed run therefore never leaves a stale lock behind: PostgreSQL drops it
-with the session. The flip side is that losing that session loses the lock, so the runner
-checks it before starting each job.
+The locks live as long as their database session, on a connection of their own that
+nothing else uses. A killed run therefore never leaves a stale lock behind: PostgreSQL
+drops it with the session. The flip side is that losing that session loses the lock, so
+the runner checks it before starting each job.
+
+Unsharded and sharded runs exclude each other too. An unsharded run holds the global key
+exclusively. A sharded run holds the global key shared, so shards run side by side but
+never beside an unsharded run; its shard's key exclusively, so a shard runs once; and a
+shared "layout" lock on its shard count, so that runs of two layouts (0/2 and 1/4, say,
+during a change of COUNT) never cover the same clients at once.
 """
 
 from __future__ import annotations
@@ -18,20 +24,35 @@ from .db import connect
 from .settings import Shard
 
 CHECK_INTERVAL_SECONDS = 1.0
+# The first half of the two-key advisory locks that say which shard count is running.
+LAYOUT_CLASS = 0x41524653
+
+TRY_SHARED = "SELECT pg_try_advisory_lock_shared(%s)"
+TRY_EXCLUSIVE = "SELECT pg_try_advisory_lock(%s)"
+TRY_LAYOUT = "SELECT pg_try_advisory_lock_shared(%s, %s)"
+# A layout lock of another shard count, held now in this database.
+OTHER_LAYOUT_RUNNING = """
+    SELECT EXISTS (
+        SELECT 1 FROM pg_locks
+        WHERE locktype = 'advisory' AND objsubid = 2 AND granted
+          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND classid = %s AND objid <> %s
+    )
+"""
 
 
 def lock_key(shard: Shard | None) -> int:
-    """Return the 64-bit advisory lock key of a run (each shard has its own)."""
+    """Return the 64-bit advisory lock key of a run: the global one, or a shard's."""
     name = "analytics-refresh" if shard is None else f"analytics-refresh shard {shard}"
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 class RunLock:
-    """The advisory lock of one run; ``acquire()`` returns whether this run got it."""
+    """The advisory locks of one run; ``acquire()`` returns whether this run got them."""
 
     def __init__(self, url: str, shard: Shard | None = None):
         self.url = url
-        self.key = lock_key(shard)
+        self.shard = shard
         self.conn = None
         self._checked_at = 0.0
         self._held = False
@@ -40,12 +61,26 @@ class RunLock:
     def acquire(self) -> bool:
         self.conn = connect(self.url, application_name="analytics-refresh lock")
         with self.conn.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
-            self._held = bool(cur.fetchone()[0])
+            self._held = self._try(cur)
         self._checked_at = time.monotonic()
         if not self._held:
             self.release()
         return self._held
+
+    def _try(self, cur) -> bool:
+        def granted(sql: str, *params) -> bool:
+            cur.execute(sql, params)
+            return bool(cur.fetchone()[0])
+
+        if self.shard is None:
+            return granted(TRY_EXCLUSIVE, lock_key(None))
+        if not granted(TRY_SHARED, lock_key(None)):
+            return False
+        if not granted(TRY_LAYOUT, LAYOUT_CLASS, self.shard.count):
+            return False
+        if granted(OTHER_LAYOUT_RUNNING, LAYOUT_CLASS, self.shard.count):
+            return False
+        return granted(TRY_EXCLUSIVE, lock_key(self.shard))
 
     def still_held(self) -> bool:
         """Return False once the lock's session is gone (checked at most once a second)."""
@@ -68,10 +103,9 @@ class RunLock:
         with self._mutex:
             if self.conn is not None and not self.conn.closed:
                 try:
-                    if self._held:
-                        with self.conn.cursor() as cur:
-                            cur.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+                    with self.conn.cursor() as cur:
+                        cur.execute("SELECT pg_advisory_unlock_all()")
                 except psycopg2.Error:
-                    pass  # the session is gone, and the lock with it
+                    pass  # the session is gone, and the locks with it
                 self.conn.close()
             self._held = False

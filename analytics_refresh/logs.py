@@ -148,7 +148,7 @@ def setup_logging(settings: Settings, *, interactive: bool | None = None) -> log
     logger.setLevel(settings.log_level)
     logger.propagate = False
     # On the handlers, not the logger: a logger's filters skip records from its children.
-    redactor = RedactFilter(tuple(s for s in (settings.secret_key,) if s))
+    redactor = RedactFilter(settings.secrets)
 
     text = logging.Formatter(TEXT_FORMAT, DATE_FORMAT)
     if interactive is None:

@@ -26,7 +26,7 @@ from rich.text import Text
 from . import db
 from .check import ENDPOINT, Preflight, report_invalid_settings
 from .cli import _Parser, add_run_options, apply_run_options, handle_signals
-from .errors import ConfigError, RefreshError
+from .errors import ConfigError, RefreshError, first_line
 from .history import JobRecord
 from .logs import DATE_FORMAT, LOGGER_NAME, TEXT_FORMAT, RedactFilter, redact, setup_logging
 from .monitoring import run_monitored
@@ -286,7 +286,7 @@ def cache_checks(cur, client_id: str, platforms: list[str], since: datetime) -> 
         cur.execute(query, {"since": since, "platforms": platforms})
         rows = {platform: (fresh, newest) for platform, fresh, newest in cur.fetchall()}
     except Exception as exc:  # a cache table of another shape: say so, check the rest
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         return dict.fromkeys(platforms, CacheCheck("error", f"cannot read: {reason}"))
     checks = {}
     for platform in platforms:

@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from . import __version__, db
-from .errors import RefreshError
+from .errors import RefreshError, first_line
 from .history import JobRecord
 from .logs import DATE_FORMAT, LOGGER_NAME, TEXT_FORMAT, RedactFilter, redact
 from .runner import RunResult, StopRequest, execute_run
@@ -86,7 +86,7 @@ def run_monitored(
                 started_at=started_at,
                 finished_at=time.time(),
             )
-            secrets = (settings.secret_key,) if settings.secret_key else ()
+            secrets = settings.secrets
             tail.lines.append(f"error (exit {code}): {redact(str(exc), secrets)}")
             _report(settings, failed, heartbeat, tail)
             raise
@@ -129,7 +129,7 @@ class LogTail(logging.Handler):
     @classmethod
     @contextlib.contextmanager
     def attached(cls, settings) -> Iterator[LogTail]:
-        tail = cls(tuple(s for s in (settings.secret_key,) if s))
+        tail = cls(settings.secrets)
         logger = logging.getLogger(LOGGER_NAME)
         logger.addHandler(tail)
         try:
@@ -260,7 +260,7 @@ def write_metrics(settings, result: RunResult) -> bool:
         except Exception as exc:
             log.warning(
                 "⚠️ Metrics: cannot read refresh times from the database (%s)",
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                first_line(exc),
             )
     if known is None:
         # Keep what the previous run knew rather than claim nothing was ever refreshed.

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg2
+import psycopg2.extensions
+
 from .errors import ConfigError
 
 PLATFORMS = ("shopify", "amazon", "all")
@@ -86,6 +89,12 @@ class Settings:
         """Return a copy with ``changes`` applied (command-line flags over the environment)."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in a log, a table or a message."""
+        found = [self.secret_key, database_password(self.database_url)]
+        return tuple(value for value in found if value)
+
     def require_secret(self) -> str:
         """Return the token secret, or raise ConfigError naming API_SECRET_KEY."""
         if not self.secret_key:
@@ -102,7 +111,7 @@ class Settings:
         """Build settings from ``environ`` (default: the process environment)."""
         env = _Reader(os.environ if environ is None else environ)
         settings = cls(
-            database_url=env.text("DATABASE_URL") or None,
+            database_url=env.database_url("DATABASE_URL"),
             api_url=env.parsed("ANALYTICS_API_URL", _http_url, cls.api_url),
             endpoint=env.parsed("ANALYTICS_ENDPOINT", _path, cls.endpoint),
             secret_key=env.secret("API_SECRET_KEY"),
@@ -127,6 +136,16 @@ class Settings:
         env.check_secret_length("API_SECRET_KEY", settings.secret_key)
         env.raise_problems()
         return settings
+
+
+def database_password(url: str | None) -> str | None:
+    """Return the password inside a PostgreSQL URL or connection string, if any."""
+    if not url:
+        return None
+    try:
+        return psycopg2.extensions.parse_dsn(url).get("password") or None
+    except psycopg2.ProgrammingError:
+        return None
 
 
 def parse_platforms(text: str) -> tuple[str, ...]:
@@ -211,6 +230,22 @@ class _Reader:
             raise ValueError("expected true or false")
 
         return self.parsed(name, parse, default)
+
+    def database_url(self, name: str) -> str | None:
+        """Read a libpq URL or connection string; a bad one is reported without its value,
+        which may hold a password."""
+        value = self.text(name)
+        if not value:
+            return None
+        try:
+            psycopg2.extensions.parse_dsn(value)
+        except psycopg2.ProgrammingError:
+            self.problems.append(
+                f"{name} is invalid: expected a PostgreSQL URL such as "
+                "postgresql://user:password@host:5432/dbname, or a key=value connection string"
+            )
+            return None
+        return value
 
     def secret(self, name: str) -> str | None:
         """Read a secret from ``NAME``, or from the file ``NAME_FILE`` names (Docker secrets)."""

@@ -52,6 +52,14 @@ def test_bad_setting_is_named_with_what_is_expected(run_env, capsys, name, value
     assert expected in err
 
 
+def test_malformed_database_url_exits_3_without_its_password(run_env, capsys):
+    env = {**run_env, "DATABASE_URL": "analytics:S3cretPW@db.example.com:5432/analytics"}
+    assert main(["run"], env) == 3
+    err = capsys.readouterr().err
+    assert "DATABASE_URL is invalid" in err
+    assert "S3cretPW" not in err
+
+
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"REFRESH_CONCURRENCY": "x", "REFRESH_MAX_ATTEMPTS": "0"})
