@@ -16,8 +16,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import psycopg2
+
+import api_key_auth
+
 from . import __version__
-from .errors import ConfigError, RefreshError
+from .errors import ConfigError, DatabaseError, RefreshError, first_line
 from .logs import get_logger, redact, setup_logging
 from .settings import PLATFORMS, TRIGGERS, Settings, Shard, database_password
 
@@ -32,14 +36,24 @@ def _uuid(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
+def _int_between(low: int, high: int):
+    """Return an argparse type accepting whole numbers from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {low} to {high}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+_positive_int = _int_between(1, 10**9)
 
 
 def _positive_float(text: str) -> float:
@@ -87,7 +101,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dry-run", action="store_true", help="plan and log the jobs, call nothing")
     group.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=_int_between(1, 1024),
         metavar="N",
         help="most requests in flight [env REFRESH_CONCURRENCY, default 4]",
     )
@@ -194,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("client_id", type=_uuid, metavar="CLIENT_ID")
     token.add_argument(
         "--ttl",
-        type=_positive_int,
+        type=_int_between(1, api_key_auth.MAX_TTL_SECONDS),
         default=300,
         metavar="S",
         help="lifetime in seconds, at most 900 (default 300)",
@@ -237,7 +251,6 @@ def cmd_run(args, settings: Settings) -> int:
 
 
 def cmd_token(args, settings: Settings) -> int:
-    import api_key_auth
 
     scope = api_key_auth.SCOPE_READ if args.scope == "read" else api_key_auth.SCOPE_REFRESH
     try:
@@ -372,6 +385,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except RefreshError as exc:
         _report(exc, environ)
         return exc.exit_code
+    except psycopg2.Error as exc:
+        # A database error no module expected (a dropped table, a revoked grant) is still
+        # the database's problem: exit 4 with the driver's words, not a traceback.
+        error = DatabaseError(
+            f"database error: {first_line(exc)}",
+            hint="check the database; `analytics-refresh db init` repairs the runner's tables",
+        )
+        _report(error, environ)
+        return error.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 6

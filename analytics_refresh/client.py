@@ -10,6 +10,7 @@ from email.utils import parsedate_to_datetime
 
 import requests
 import requests.adapters
+import urllib3
 
 from . import __version__
 from .logs import redact
@@ -20,6 +21,8 @@ from .settings import Settings
 USER_AGENT = f"analytics-refresh/{__version__}"
 CONNECT_TIMEOUT_SECONDS = 10.0
 MAX_ERROR_TEXT = 300
+# A dashboard answer is a few MB at most; anything far larger is not one.
+MAX_BODY_BYTES = 256 * 2**20
 
 
 class Verdict(enum.Enum):
@@ -126,9 +129,20 @@ class RefreshClient:
                 allow_redirects=False,
                 verify=self.verify,
             ) as response:
-                # Read the whole body here (inside the timeout), count it and let it go.
-                body = response.content
+                body = _read_body(response, started + read_timeout)
                 return self._classify(response, body, secrets, time.monotonic() - started)
+        except _BodyTooSlow:
+            return Attempt(
+                Verdict.RETRY,
+                error=f"timed out after {read_timeout:.0f}s (the answer arrived too slowly)",
+                elapsed=time.monotonic() - started,
+            )
+        except _BodyTooLarge:
+            return Attempt(
+                Verdict.FAIL,
+                error=f"invalid response (larger than {MAX_BODY_BYTES // 2**20} MiB)",
+                elapsed=time.monotonic() - started,
+            )
         except requests.exceptions.SSLError as exc:
             return Attempt(
                 Verdict.FAIL,
@@ -188,6 +202,40 @@ class RefreshClient:
         if status == 401:
             return Attempt(Verdict.REAUTH, status, error, detail, elapsed=elapsed)
         return Attempt(Verdict.FAIL, status, error, detail, elapsed=elapsed)
+
+
+class _BodyTooSlow(Exception):
+    """The answer's body did not arrive before the attempt's time ran out."""
+
+
+class _BodyTooLarge(Exception):
+    """The answer's body is larger than any dashboard."""
+
+
+def _read_body(response: requests.Response, deadline: float) -> bytes:
+    """Read the whole body by ``deadline`` (monotonic), or raise.
+
+    requests' read timeout bounds each socket read, not the whole answer: a server that
+    trickles a byte a second would otherwise hold the job past REFRESH_TIMEOUT and the
+    run past its deadline. The body is only counted and then dropped.
+    """
+    chunks, size = [], 0
+    try:
+        # read1() returns what one socket read brings (iter_content would wait for a whole
+        # chunk), so the deadline is checked as often as data arrives.
+        while chunk := response.raw.read1(64 * 1024, decode_content=True):
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise _BodyTooSlow
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ReadTimeout(exc) from exc
+    except urllib3.exceptions.HTTPError as exc:
+        # A reset or a truncated body: what requests itself would call a connection error.
+        raise requests.exceptions.ConnectionError(exc) from exc
+    return b"".join(chunks)
 
 
 def _reason(exc: Exception) -> str:

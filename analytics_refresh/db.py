@@ -124,11 +124,28 @@ def missing_tables(conn, tables=RUNNER_TABLES) -> list[str]:
         return [row[0] for row in cur.fetchall()]
 
 
+# The newest column of each runner table: present once `db init` of this release has run.
+NEWEST_COLUMNS = (("refresh_runs", "note"), ("refresh_runs", "shard"), ("refresh_jobs", "error"))
+
+
 def require_runner_tables(conn) -> None:
-    """Raise DatabaseError (exit 4) when the runner's tables are missing."""
+    """Raise DatabaseError (exit 4) when the runner's tables are missing or out of date."""
     missing = missing_tables(conn)
     if missing:
         raise DatabaseError(
             f"the runner's tables are missing: {', '.join(missing)}",
             hint="run `analytics-refresh db init` once against this database",
+        )
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT t, c FROM unnest(%s::text[], %s::text[]) AS x(t, c) WHERE NOT EXISTS ("
+            " SELECT 1 FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = t AND column_name = c)",
+            ([t for t, _ in NEWEST_COLUMNS], [c for _, c in NEWEST_COLUMNS]),
+        )
+        outdated = [f"{t}.{c}" for t, c in cur.fetchall()]
+    if outdated:
+        raise DatabaseError(
+            f"the runner's tables are from an older release (missing {', '.join(outdated)})",
+            hint="run `analytics-refresh db init` to upgrade them (it keeps every row)",
         )

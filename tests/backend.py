@@ -23,6 +23,7 @@ class Answer:
     sleep: float = 0.0
     drop: bool = False  # close the connection without answering
     truncate: bool = False  # send the headers and half the body, then close
+    trickle: float = 0.0  # seconds between single bytes of the body
 
 
 OK = Answer()
@@ -121,6 +122,12 @@ def _handler(backend: Backend):
             for name, value in answer.headers.items():
                 self.send_header(name, value)
             self.end_headers()
+            if answer.trickle:
+                for byte in data:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(answer.trickle)
+                return
             if answer.truncate:
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()

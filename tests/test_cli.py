@@ -89,6 +89,7 @@ def test_defaults_match_the_contract():
         ["run", "--bogus"],
         ["run", "--client", "not-a-uuid"],
         ["run", "--concurrency", "0"],
+        ["run", "--concurrency", "5000"],
         ["run", "--platform", "ebay"],
         ["nonsense"],
         [],
@@ -111,7 +112,7 @@ def test_token_command_prints_a_verifiable_token(run_env, capsys, secret):
     token = capsys.readouterr().out.strip()
     claims = api_key_auth.verify_client_token(token, secret, client_id=CLIENT)
     assert claims["exp"] - claims["iat"] == 60
-    assert main(["token", CLIENT, "--ttl", "3600"], run_env) == 1
+    assert main(["token", CLIENT, "--ttl", "3600"], run_env) == 2  # past the 15-minute cap
 
 
 def test_dotenv_never_overrides_the_environment(tmp_path, monkeypatch, capsys, secret):

@@ -166,3 +166,14 @@ def test_retry_after_past_the_deadline_is_not_waited_for(run_env, clients, backe
     assert (status, attempts, http_status) == ("failed", 1, 503)
     assert "no time left before the deadline" in error
     assert len(backend.refreshes()) == 1
+
+
+def test_an_answer_trickling_past_the_timeout_is_cut_off(run_env, clients, backend, db):
+    # Each byte arrives well inside the read timeout; the whole answer never does.
+    backend.script(CAROL, "amazon", Answer(trickle=0.2), Answer())
+    env = {**run_env, "REFRESH_TIMEOUT": "1.5"}
+    started = time.monotonic()
+    assert main(["run", "--client", CAROL, "--platform", "amazon"], env) == 0
+    assert time.monotonic() - started < 6
+    status, attempts, *_ = jobs(db)[(CAROL, "amazon")]
+    assert (status, attempts) == ("succeeded", 2)

@@ -209,3 +209,30 @@ def test_missing_tables_exit_4_with_the_fix(run_env, empty_db_url, capsys):
             assert cur.fetchone() == ("refresh_runs", "refresh_jobs")
     finally:
         conn.close()
+
+
+def test_tables_of_an_older_release_exit_4_until_db_init(run_env, db, capsys):
+    with db.cursor() as cur:
+        cur.execute("ALTER TABLE refresh_runs DROP COLUMN note")
+    assert main(["run"], run_env) == 4
+    err = capsys.readouterr().err
+    assert "older release" in err
+    assert "analytics-refresh db init" in err
+    assert main(["db", "init"], run_env) == 0
+    assert main(["run"], run_env) == 0
+
+
+def test_an_unexpected_database_error_exits_4_not_a_traceback(run_env, db, capsys):
+    with db.cursor() as cur:
+        cur.execute("REVOKE ALL ON refresh_jobs FROM PUBLIC")
+        cur.execute("CREATE ROLE limited LOGIN")
+        cur.execute("GRANT SELECT, INSERT, UPDATE ON refresh_runs TO limited")
+        cur.execute("GRANT SELECT ON client_api_credentials TO limited")
+    limited = psycopg2.extensions.make_dsn(run_env["DATABASE_URL"], user="limited")
+    connect_clients(db, {str(uuid.UUID(int=1)): ("shopify",)})
+    code = main(["run"], {**run_env, "DATABASE_URL": limited})
+    with db.cursor() as cur:
+        cur.execute("DROP OWNED BY limited")
+        cur.execute("DROP ROLE limited")
+    assert code == 4
+    assert "permission denied" in capsys.readouterr().err
