@@ -64,15 +64,18 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when - (time.time() if now is None else now))
 
 
-def _error_text(response: requests.Response, secrets: tuple[str, ...]) -> str:
+def _error_text(body: bytes, reason: str | None, secrets: tuple[str, ...]) -> str:
     """Return the answer's ``error`` field (or a short excerpt), with any token masked."""
+    text = None
     try:
-        body = response.json()
-        text = body.get("error") if isinstance(body, dict) else None
-    except ValueError:
-        text = None
-    if not isinstance(text, str) or not text:
-        text = response.text[:MAX_ERROR_TEXT].strip() or response.reason or ""
+        payload = json.loads(body)
+        if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+            text = payload["error"]
+    except (ValueError, UnicodeDecodeError):
+        pass
+    if not text:
+        excerpt = body[: MAX_ERROR_TEXT * 4].decode("utf-8", errors="replace").strip()
+        text = excerpt or reason or ""
     # A backend that echoes the request back must not leak our token into logs or tables.
     text = redact(" ".join(text.split()), secrets)
     return text[:MAX_ERROR_TEXT]
@@ -189,7 +192,7 @@ class RefreshClient:
                 elapsed=elapsed,
             )
         error = f"HTTP {status}"
-        detail = _error_text(response, secrets) or None
+        detail = _error_text(body, response.reason, secrets) or None
         if status in RETRYABLE_STATUSES:
             return Attempt(
                 Verdict.RETRY,
