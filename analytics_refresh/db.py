@@ -138,9 +138,11 @@ def require_runner_tables(conn) -> None:
         )
     with conn.cursor() as cur:
         cur.execute(
+            # pg_attribute, not information_schema: the latter hides columns the role
+            # has no privilege on, which would call a current table outdated.
             "SELECT t, c FROM unnest(%s::text[], %s::text[]) AS x(t, c) WHERE NOT EXISTS ("
-            " SELECT 1 FROM information_schema.columns"
-            " WHERE table_schema = current_schema() AND table_name = t AND column_name = c)",
+            " SELECT 1 FROM pg_attribute"
+            " WHERE attrelid = to_regclass(t) AND attname = c AND NOT attisdropped)",
             ([t for t, _ in NEWEST_COLUMNS], [c for _, c in NEWEST_COLUMNS]),
         )
         outdated = [f"{t}.{c}" for t, c in cur.fetchall()]
