@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from dotenv import load_dotenv
 
 from api_key_auth import MIN_SECRET_LENGTH
 
@@ -38,9 +41,12 @@ def _text(raw: Any) -> str:
 
 
 def _secret(raw: Any) -> str:
-    if len(str(raw)) < MIN_SECRET_LENGTH:
-        raise ValueError(f"is too short (got {len(str(raw))} characters)")
-    return str(raw)
+    # Stripped as the runner strips it: a secret file ends in a newline, and the two sides
+    # must sign and verify with the same bytes.
+    value = str(raw).strip()
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ValueError(f"is too short (got {len(value)} characters)")
+    return value
 
 
 def _positive_int(raw: Any) -> int:
@@ -75,9 +81,23 @@ SETTINGS: dict[str, tuple[Callable[[Any], Any], Any, str]] = {
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Return the API's variables that are set in ``environ`` (default: the process's)."""
-    environ = os.environ if environ is None else environ
-    return {key: environ[key] for key in SETTINGS if key in environ}
+    """Return the API's variables that are set in ``environ`` (default: the process's).
+
+    For the process environment, a ``.env`` in the working directory is loaded first
+    without overriding anything already set, as the runner does; ``API_SECRET_KEY_FILE``
+    names a file holding the secret (Docker and Kubernetes secrets).
+    """
+    if environ is None:
+        load_dotenv(Path.cwd() / ".env", override=False)
+        environ = os.environ
+    values = {key: environ[key] for key in SETTINGS if key in environ}
+    secret_file = environ.get("API_SECRET_KEY_FILE", "").strip()
+    if not values.get("API_SECRET_KEY", "").strip() and secret_file:
+        try:
+            values["API_SECRET_KEY"] = Path(secret_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"API_SECRET_KEY_FILE cannot be read: {exc.strerror}") from exc
+    return values
 
 
 def load(values: Mapping[str, Any]) -> Config:

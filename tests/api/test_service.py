@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 import requests
 
-from dashboard_api import create_app, limits
+from dashboard_api import config, create_app, limits
 from dashboard_api.config import ConfigError
 from dashboard_api.server import start_background
 
@@ -166,3 +166,21 @@ def test_the_api_never_imports_the_runner():
         "sys.exit(any(name.startswith('analytics_refresh') for name in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_gunicorn_style_settings_read_dotenv_and_secret_files(tmp_path, monkeypatch, secret):
+    # A Kubernetes or Docker secret file ends in a newline; the runner strips it, so must
+    # the API, or every token would fail to verify.
+    (tmp_path / "secret").write_text(secret + "\n")
+    (tmp_path / ".env").write_text("CACHE_TTL=60\nDATABASE_URL=postgresql:///from-dotenv\n")
+    monkeypatch.chdir(tmp_path)
+    # set, then deleted: monkeypatch then also removes what load_dotenv adds.
+    for name in ("API_SECRET_KEY", "CACHE_TTL"):
+        monkeypatch.setenv(name, "placeholder")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DATABASE_URL", "postgresql:///from-environment")
+    monkeypatch.setenv("API_SECRET_KEY_FILE", str(tmp_path / "secret"))
+    conf = config.load(config.from_environ())
+    assert conf.secret_key == secret
+    assert conf.cache_ttl == 60
+    assert conf.database_url == "postgresql:///from-environment"  # .env never overrides
