@@ -365,12 +365,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (2)
         return int(exc.code or 0)
-    if environ is None:
-        from dotenv import load_dotenv
-
-        # The real environment wins over .env, so a scheduler's settings are never undone.
-        load_dotenv(Path.cwd() / ".env", override=False)
-        environ = os.environ
+    environ = prepare_process(environ)
     try:
         try:
             settings = Settings.from_env(environ)
@@ -399,11 +394,35 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 6
 
 
+def prepare_process(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    """Make the console safe to print to and return the environment to read settings from.
+
+    With no ``environ`` given, ``.env`` in the working directory is loaded first; the real
+    environment wins over it, so a scheduler's settings are never undone.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        # A redirected console on Windows is cp1252: print ✓ and emoji as escapes there
+        # rather than crash a status check or lose a log line.
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    if environ is not None:
+        return environ
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env", override=False)
+    return os.environ
+
+
+def raw_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Return the secrets to mask, read from the raw environment (settings may be invalid)."""
+    found = (environ.get("API_SECRET_KEY", ""), database_password(environ.get("DATABASE_URL")))
+    return tuple(s for s in found if s)
+
+
 def _report(exc: RefreshError, environ: Mapping[str, str]) -> None:
     """Say what went wrong on stderr and, when logging is set up, in the log."""
-    # Built from the raw environment: the settings object may be what failed.
-    secrets = (environ.get("API_SECRET_KEY", ""), database_password(environ.get("DATABASE_URL")))
-    message = redact(str(exc), tuple(s for s in secrets if s))
+    message = redact(str(exc), raw_secrets(environ))
     name = type(exc).__name__
     if log.handlers:
         log.error("❌ %s (exit %d): %s", name, exc.exit_code, message)

@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 from psycopg2 import sql
 from rich.console import Console
@@ -25,7 +23,14 @@ from rich.text import Text
 
 from . import db
 from .check import ENDPOINT, Preflight, report_invalid_settings
-from .cli import _Parser, add_run_options, apply_run_options, handle_signals
+from .cli import (
+    _Parser,
+    add_run_options,
+    apply_run_options,
+    handle_signals,
+    prepare_process,
+    raw_secrets,
+)
 from .errors import ConfigError, RefreshError, first_line
 from .history import JobRecord
 from .logs import DATE_FORMAT, LOGGER_NAME, TEXT_FORMAT, RedactFilter, redact, setup_logging
@@ -78,13 +83,8 @@ def main(argv=None, environ=None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help or a usage error (2)
         return int(exc.code or 0)
-    if environ is None:
-        from dotenv import load_dotenv
-
-        load_dotenv(Path.cwd() / ".env", override=False)
-        environ = os.environ
+    environ = prepare_process(environ)
     console = output_console()
-    secret = environ.get("API_SECRET_KEY", "")
     try:
         try:
             settings = Settings.from_env(environ)
@@ -96,7 +96,7 @@ def main(argv=None, environ=None) -> int:
             settings = settings.replace(trigger="manual")
         return ManualRun(settings, console).run(preflight_only=args.preflight_only)
     except RefreshError as exc:
-        message = redact(str(exc), (secret,) if secret else ())
+        message = redact(str(exc), raw_secrets(environ))
         console.print(Text(f"✗ {message} (exit {exc.exit_code})", style="red"), soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:

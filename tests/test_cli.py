@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from analytics_refresh.errors import ConfigError
 from analytics_refresh.settings import Settings
 from tests.conftest import connect_clients
 
+ROOT = Path(__file__).resolve().parent.parent
 CLIENT = "3b619a14-3cd8-49fa-9c24-d8df5e54c452"
 
 
@@ -161,3 +164,20 @@ def test_log_path_that_is_a_file_falls_back_to_stderr(run_env, db, backend, caps
     err = capsys.readouterr().err
     assert "cannot write the log file" in err
     assert "Results: 1 successful, 0 failed out of 1 total jobs" in err
+
+
+def test_a_non_utf8_console_loses_no_line(run_env, db, backend):
+    # Redirected output on Windows is cp1252, where ✅ cannot be encoded.
+    connect_clients(db, {CLIENT: ("shopify",)})
+    env = {**os.environ, **run_env, "LOG_FORMAT": "json", "PYTHONIOENCODING": "cp1252"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "analytics_refresh_cron.py"), "--platform", "shopify"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"Logging error" not in done.stderr
+    messages = [json.loads(line)["message"] for line in done.stdout.decode("cp1252").splitlines()]
+    assert any("SUCCESS - " + CLIENT in message for message in messages)
