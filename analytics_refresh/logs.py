@@ -59,14 +59,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, message, and any structured ``extra`` fields."""
 
     FIELDS = (
-        "run_id",
         "client_id",
         "platform",
         "status",
         "attempts",
         "http_status",
         "duration_ms",
-        "event",
     )
 
     def format(self, record: logging.LogRecord) -> str:
@@ -111,7 +109,7 @@ class _StderrFallback(logging.Handler):
                 # The file handler's own emit() swallows write errors; write here to see them.
                 with self.primary.lock:
                     if self.primary.shouldRollover(record):
-                        self.primary.doRollover()
+                        self._roll_over()
                     if self.primary.stream is None:
                         self.primary.stream = self.primary._open()
                     self.primary.stream.write(self.format(record) + "\n")
@@ -129,6 +127,18 @@ class _StderrFallback(logging.Handler):
                 )
                 self.console.emit(warning)
         self.console.emit(record)
+
+    def _roll_over(self) -> None:
+        """Rotate the file; when it cannot be renamed, keep writing to it unrotated.
+
+        Windows refuses to rename a file another process holds open (a second run that
+        found the lock held, `Get-Content -Wait`); that is no reason to leave the file.
+        """
+        try:
+            self.primary.doRollover()
+        except OSError:
+            if self.primary.stream is None or self.primary.stream.closed:
+                self.primary.stream = self.primary._open()
 
     def close(self) -> None:
         # The final flush of a full disk fails again; there is nothing more to save.
