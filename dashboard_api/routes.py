@@ -103,14 +103,16 @@ def inventory_analytics(query: AnalyticsQuery) -> Response:
             seen = stored.computed_at if stored else None
         conn.commit()
         cache.ensure_table(conn, query.client_id)
-        take_compute_slot(conn, current_app.config["API_MAX_CONCURRENT_COMPUTES"])
+        slots = current_app.config["API_MAX_CONCURRENT_COMPUTES"]
+
+        def compute() -> cache.CachedResponse:
+            # The slot is taken only once this request is sure to compute: a request
+            # waiting on the key's lock computes nothing and must not shed other clients.
+            take_compute_slot(conn, slots)
+            return _compute_and_save(conn, query, platforms)
+
         entry, computed = cache.refresh(
-            conn,
-            query.client_id,
-            query.cache_key,
-            seen,
-            lambda: _compute_and_save(conn, query, platforms),
-            memo=_memo(),
+            conn, query.client_id, query.cache_key, seen, compute, memo=_memo()
         )
         conn.commit()
     # A forced refresh is answered as fresh whether it computed or waited for a concurrent

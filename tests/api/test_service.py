@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import subprocess
 import sys
+import time
 
 import psycopg2
 import pytest
 import requests
 
-from dashboard_api import config, create_app, limits
+from dashboard_api import cache, config, create_app, limits
 from dashboard_api.config import ConfigError
 from dashboard_api.server import start_background
 
 from .conftest import ALICE, days_ago
 
 URL = "/api/dashboard/inventory-analytics"
+KEY_SHOPIFY_30_DAYS = "inventory-analytics?platform=shopify&days=30"
 # Nothing listens on port 9 (discard) here: connections are refused at once.
 DOWN_URL = "postgresql://postgres@127.0.0.1:9/nothing?connect_timeout=2"
 
@@ -184,3 +187,44 @@ def test_gunicorn_style_settings_read_dotenv_and_secret_files(tmp_path, monkeypa
     assert conf.secret_key == secret
     assert conf.cache_ttl == 60
     assert conf.database_url == "postgresql:///from-environment"  # .env never overrides
+
+
+def test_a_request_waiting_on_its_key_takes_no_compute_slot(settings, shop, auth, db_url):
+    # One slot. Client A's refresh waits on A's key lock (held below as if another
+    # refresh of A were computing); meanwhile client B must still get its slot.
+    bob = "8f14e45f-ceea-467f-a0e6-1c2d3b4a5f60"
+    for client in (ALICE, bob):
+        shop.connect(client, "shopify")
+        shop.item(client, "shopify", "S1", on_hand=5, cost="1.00", price="2.00")
+    app = create_app({**settings, "API_MAX_CONCURRENT_COMPUTES": 1})
+    holder = psycopg2.connect(db_url)
+    holder.autocommit = True
+    server = start_background(app, host="127.0.0.1", port=0)
+    url = server.url + URL
+    try:
+        with holder.cursor() as cur:
+            cur.execute(
+                "SELECT pg_advisory_lock(%s, hashtext(%s))",
+                (cache.LOCK_CLASS, cache.lock_name(ALICE, KEY_SHOPIFY_30_DAYS)),
+            )
+        waiting = concurrent.futures.ThreadPoolExecutor(1).submit(
+            requests.get,
+            url,
+            params={"client_id": ALICE, "platform": "shopify", "force_refresh": "true"},
+            headers=auth(ALICE),
+            timeout=30,
+        )
+        time.sleep(0.5)  # A is now blocked on its key
+        other = requests.get(
+            url,
+            params={"client_id": bob, "platform": "shopify", "force_refresh": "true"},
+            headers=auth(bob),
+            timeout=30,
+        )
+        assert other.status_code == 200, other.text
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock_all()")
+        assert waiting.result(timeout=30).status_code == 200
+    finally:
+        holder.close()
+        server.stop()
