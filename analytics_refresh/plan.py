@@ -89,6 +89,7 @@ def build_plan(rows: Iterable[tuple[str, str]], settings: Settings) -> Plan:
 
     current: str | None = None
     connected: list[str] = []
+    finished: set[str] = set()  # 100,000 ids are a few MB; rows are still streamed
 
     def flush() -> None:
         if current is None or not connected:
@@ -115,7 +116,17 @@ def build_plan(rows: Iterable[tuple[str, str]], settings: Settings) -> Plan:
         if shard is not None and shard_of(client_id, shard.count) != shard.index:
             continue
         if client_id != current:
+            if client_id in finished:
+                # Spelled differently (upper case, no hyphens) the same client sorts apart
+                # from its other rows: a duplicate, not a second client.
+                plan.rejected_rows += 1
+                log.error(
+                    "❌ Skipping duplicate credential row for %s (%s)", client_id, raw_platform
+                )
+                continue
             flush()
+            if current is not None:
+                finished.add(current)
             current, connected = client_id, []
         if raw_platform in connected:
             plan.rejected_rows += 1
