@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import api_key_auth
 
 from .client import Attempt, RefreshClient, Verdict
-from .concurrency import FixedLimit
+from .concurrency import AdaptiveLimit, make_limit
 from .history import History, JobRecord
 from .lock import RunLock
+from .ordering import JobQueue
 from .plan import Job
 from .retry import RetryPolicy
 from .settings import Settings
@@ -23,6 +24,12 @@ log = logging.getLogger(__name__)
 TOKEN_TTL_SECONDS = 10 * 60
 # A request may start with less time than this before the deadline: it would only time out.
 MIN_REQUEST_SECONDS = 1.0
+# How often the dispatcher looks at the stop flag, the deadline and the lock while it waits
+# for a free slot; an adaptive limit also looks at the requests still out that often.
+POLL_SECONDS = 0.5
+ADAPTIVE_POLL_SECONDS = 0.05
+# What the limiter is told when a request raised instead of answering.
+NO_ANSWER = Attempt(Verdict.FAIL, error="internal error")
 
 
 class StopRequest:
@@ -55,6 +62,7 @@ class JobRunner:
         lock: RunLock,
         stop: StopRequest,
         on_job_done: Callable[[JobRecord], None] | None,
+        expected: Mapping[Job, float] | None = None,
     ):
         self.settings = settings
         self.secret = settings.require_secret()
@@ -65,13 +73,20 @@ class JobRunner:
         self.on_job_done = on_job_done
         self.client = RefreshClient(settings)
         self.policy = RetryPolicy(max_attempts=settings.max_attempts)
-        self.limiter = FixedLimit(settings.concurrency)
+        # Seconds each job took last time: the adaptive limit's yardstick, the queue's order.
+        self.expected: Mapping[Job, float] = expected or {}
+        self.limiter = make_limit(settings.concurrency, settings.adaptive, self.expected)
+        adaptive = isinstance(self.limiter, AdaptiveLimit)
+        self.poll_seconds = ADAPTIVE_POLL_SECONDS if adaptive else POLL_SECONDS
         self.started = time.monotonic()
         self.deadline_at = self.started + settings.deadline
         self.records: list[JobRecord] = []
         self.retries = 0
         self.history_failures = 0
         self._mutex = threading.Lock()
+        self._slots = threading.Condition()
+        self._active = 0  # jobs in flight
+        self._front = 0  # of which from the front of the order (ordering.JobQueue)
 
     # -- when to stop --------------------------------------------------------------------
     def remaining(self) -> float:
@@ -109,8 +124,7 @@ class JobRunner:
                 read_timeout = max(
                     MIN_REQUEST_SECONDS, min(self.settings.timeout, self.remaining())
                 )
-                attempt = self.client.refresh(job, token, read_timeout)
-                self.limiter.observe(job, attempt.elapsed, attempt.verdict)
+                attempt = self.request(job, token, read_timeout)
                 if attempt.verdict is Verdict.SUCCESS:
                     return self.finish(job, "succeeded", attempts, started, attempt)
                 if attempt.verdict is Verdict.REAUTH and not reminted:
@@ -149,6 +163,20 @@ class JobRunner:
                 started,
                 Attempt(Verdict.FAIL, error=f"internal error: {type(exc).__name__}"),
             )
+
+    def request(self, job: Job, token: str, read_timeout: float) -> Attempt:
+        """Make one attempt and tell the limiter how it went."""
+        limit = self.limiter.limit
+        ticket = self.limiter.begin(job)
+        attempt = NO_ANSWER
+        try:
+            attempt = self.client.refresh(job, token, read_timeout)
+        finally:
+            self.limiter.observe(ticket, attempt)
+        if self.limiter.limit > limit:
+            with self._slots:
+                self._slots.notify_all()
+        return attempt
 
     def count_retry(self) -> None:
         with self._mutex:
@@ -216,27 +244,70 @@ class JobRunner:
             self.on_job_done(record)
 
     # -- the run --------------------------------------------------------------------------
-    def dispatch(self, jobs: list[Job]) -> int:
-        """Run ``jobs`` within the concurrency limit; return how many never started."""
-        started = 0
-        in_flight: set[Future] = set()
+    def record_skipped(self, records: Sequence[JobRecord]) -> None:
+        """Log and count jobs skipped as fresh (their rows are written with the plan)."""
+        minutes = self.settings.skip_fresh_minutes
+        for record in records:
+            log.info(
+                "⏭ SKIPPED - %s: refreshed less than %g minutes ago (REFRESH_SKIP_FRESH_MINUTES)",
+                record.job,
+                minutes,
+                extra=_fields(record),
+            )
+            with self._mutex:
+                self.records.append(record)
+            if self.on_job_done is not None:
+                self.on_job_done(record)
+
+    def dispatch(self, jobs: Sequence[Job]) -> int:
+        """Run ``jobs`` in order within the concurrency limit; return how many never started."""
+        queue = JobQueue(jobs)
         with ThreadPoolExecutor(
             max_workers=self.settings.concurrency, thread_name_prefix="refresh"
         ) as pool:
-            for job in jobs:
-                while len(in_flight) >= self.limiter.limit and not self.stop.is_set():
-                    _, in_flight = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+            while queue:
+                with self._slots:
+                    # The limit may fall below the jobs in flight: wait until enough finish.
+                    self.limiter.check()
+                    while self._active >= self.limiter.limit and not self.stop.is_set():
+                        # The limit, not a lack of jobs, holds the run back: the limiter
+                        # may raise it (a job waiting out a Retry-After holds a slot with
+                        # no request in flight, so the requests alone cannot tell).
+                        self.limiter.blocked()
+                        self._slots.wait(self.poll_seconds)
+                        self.limiter.check()
                 if self.stop_reason() is not None:
                     break
-                in_flight.add(pool.submit(self.execute, job))
-                started += 1
+                with self._slots:
+                    job, front = queue.take(self._front, self.limiter.limit)
+                    self._active += 1
+                    self._front += front
+                pool.submit(self._run_one, job, front)
+            with self._slots:
+                in_flight = self._active
             if self.stop.is_set() and in_flight:
                 log.warning(
                     "⏹ Stopping: %s; waiting for %d jobs in flight to finish",
                     self.stop.reason,
-                    len(in_flight),
+                    in_flight,
                 )
-        return len(jobs) - started
+        if isinstance(self.limiter, AdaptiveLimit):
+            log.debug(
+                "Concurrency limit ended at %d (ceiling %d) after %d changes",
+                self.limiter.limit,
+                self.limiter.ceiling,
+                self.limiter.changes,
+            )
+        return len(queue)
+
+    def _run_one(self, job: Job, front: bool) -> None:
+        try:
+            self.execute(job)
+        finally:
+            with self._slots:
+                self._active -= 1
+                self._front -= front
+                self._slots.notify_all()
 
 
 def _n(value: int | None) -> str:

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import db
+from . import db, ordering
 from .errors import DatabaseError, RefreshError
 from .history import History, JobRecord
 from .jobs import JobRunner, StopRequest, first_line
@@ -157,9 +157,11 @@ def _run_jobs(
                 "status = 'connected'%s",
                 " for the selected clients or shard" if settings.clients or settings.shard else "",
             )
-        history.record_planned(plan.jobs)
-        run = JobRunner(settings, url, history, lock, stop, on_job_done)
-        not_started = run.dispatch(plan.jobs)
+        schedule = _schedule(conn, settings, history, plan)
+        history.record_planned(plan.jobs, schedule.skipped)
+        run = JobRunner(settings, url, history, lock, stop, on_job_done, expected=schedule.expected)
+        run.record_skipped(schedule.skipped)
+        not_started = run.dispatch(schedule.jobs)
     except RefreshError as exc:
         history.finish_run("failed", exc.exit_code, _counts(Counter()), first_line(exc))
         raise
@@ -206,6 +208,25 @@ def _run_jobs(
         wall_started,
         time.time(),
         run.retries,
+    )
+
+
+def _schedule(conn, settings: Settings, history: History, plan: Plan) -> ordering.Schedule:
+    """Skip the fresh jobs and order the rest from past successes (plan order without)."""
+    if not plan.jobs:
+        return ordering.Schedule()
+    try:
+        last = history.last_successes()
+        now = ordering.database_now(conn)
+    except Exception as exc:
+        # Ordering and skipping only make the run better; without them it still refreshes.
+        log.warning(
+            "Could not read past successes (%s): every job runs, in plan order",
+            first_line(exc),
+        )
+        return ordering.Schedule(jobs=list(plan.jobs))
+    return ordering.schedule(
+        plan.jobs, last, skip_fresh_minutes=settings.skip_fresh_minutes, now=now
     )
 
 

@@ -1,0 +1,100 @@
+"""Which planned jobs a run starts, and in what order, from their past successes.
+
+A job whose last success is younger than ``REFRESH_SKIP_FRESH_MINUTES`` is skipped, so a
+cron run right after a manual one does not redo it. The rest start longest expected
+first (the last successful duration in ``refresh_jobs``), with jobs never seen before
+ahead of them all because they could be the longest: a long job started last is what
+makes a run's tail, while short ones fill the gaps the long ones leave.
+
+Longest first has a cost to dashboard users, which ``JobQueue`` pays back. A user's request
+that finds every worker busy waits for one to come free; with the longest jobs in every
+slot, or with neighbours in that order (of about equal length) started together and so
+ending together, that is a long wait. So a quarter of the slots (at least one) take the
+shortest jobs from the back of the order instead: a worker comes free every short job.
+The two ends meet in the middle of the order, so the run still ends on middling jobs,
+not on a long one.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .history import JobRecord
+from .plan import Job
+
+# {(client_id, platform): (finished_at as epoch seconds, duration_ms or None)}
+LastSuccesses = Mapping[tuple[str, str], tuple[float, int | None]]
+
+DATABASE_NOW = "SELECT extract(epoch FROM now())::float8"
+
+
+@dataclass
+class Schedule:
+    """The jobs to start in order, the jobs skipped as fresh, and what each should take."""
+
+    jobs: list[Job] = field(default_factory=list)
+    skipped: list[JobRecord] = field(default_factory=list)
+    expected: dict[Job, float] = field(default_factory=dict)  # seconds, jobs with history
+
+
+def schedule(
+    jobs: Sequence[Job],
+    last_successes: LastSuccesses,
+    *,
+    skip_fresh_minutes: float = 0.0,
+    now: float = 0.0,
+) -> Schedule:
+    """Drop the fresh jobs and order the rest longest expected first (unknown jobs first)."""
+    result = Schedule()
+    fresh_after = now - skip_fresh_minutes * 60 if skip_fresh_minutes > 0 else None
+    unknown: list[Job] = []
+    known: list[Job] = []
+    for job in jobs:
+        last = last_successes.get((job.client_id, job.platform))
+        if last is None:
+            unknown.append(job)
+            continue
+        finished_at, duration_ms = last
+        if fresh_after is not None and finished_at > fresh_after:
+            result.skipped.append(JobRecord(job, "skipped"))
+            continue
+        if duration_ms is None:
+            unknown.append(job)
+            continue
+        result.expected[job] = duration_ms / 1000
+        known.append(job)
+    # sort() is stable: equal durations keep the plan's order, so a run is reproducible.
+    known.sort(key=result.expected.__getitem__, reverse=True)
+    result.jobs = unknown + known
+    return result
+
+
+def database_now(conn) -> float:
+    """Return the database's clock as epoch seconds: the clock ``finished_at`` was set by."""
+    with conn.cursor() as cur:
+        cur.execute(DATABASE_NOW)
+        return float(cur.fetchone()[0])
+
+
+class JobQueue:
+    """The scheduled jobs, taken from the front (longest first) into all but a quarter of
+    the slots, and from the back (shortest first) into the rest."""
+
+    def __init__(self, jobs: Sequence[Job]):
+        self._jobs = collections.deque(jobs)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    @staticmethod
+    def front_slots(limit: int) -> int:
+        """Return how many of ``limit`` slots take the longest jobs: all but a quarter."""
+        return max(1, limit - max(1, limit // 4))
+
+    def take(self, front_in_flight: int, limit: int) -> tuple[Job, bool]:
+        """Return the next job to start and whether it came from the front."""
+        if front_in_flight >= self.front_slots(limit):
+            return self._jobs.pop(), False
+        return self._jobs.popleft(), True
