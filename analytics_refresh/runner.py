@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 START_LINE = "Starting analytics refresh cron job - AUTOMATED CACHE REFRESH"
 __all__ = ["RunResult", "StopRequest", "execute_run"]
 
+DRY_RUN_LISTED_JOBS = 1000
+
 
 @dataclass
 class RunResult:
@@ -78,8 +80,14 @@ def execute_run(
         db.require_runner_tables(conn)
         if settings.dry_run:
             plan = read_plan(conn, settings)
-            for job in plan.jobs:
-                log.info("DRY RUN - would refresh %s", job)
+            # Every job is listed for a plan a person can read; past that, listing 300,000
+            # lines would cost seconds for nothing, so they go to debug (-v).
+            level = logging.INFO if len(plan.jobs) <= DRY_RUN_LISTED_JOBS else logging.DEBUG
+            if level == logging.DEBUG:
+                log.info("DRY RUN - %d jobs planned; -v lists each one", len(plan.jobs))
+            if log.isEnabledFor(level):
+                for job in plan.jobs:
+                    log.log(level, "DRY RUN - would refresh %s", job)
             return RunResult(
                 None,
                 "succeeded",
