@@ -82,6 +82,8 @@ class JobRunner:
         self.deadline_at = self.started + settings.deadline
         self.records: list[JobRecord] = []
         self.retries = 0
+        # Jobs whose next attempt a stop request cancelled: the run is then incomplete.
+        self.cut_short = 0
         self.history_failures = 0
         self._mutex = threading.Lock()
         self._slots = threading.Condition()
@@ -145,6 +147,8 @@ class JobRunner:
                         "no time left before the deadline to retry",
                     )
                 if self.stop.wait(delay):
+                    with self._mutex:
+                        self.cut_short += 1
                     return self.finish(
                         job,
                         "failed",

@@ -179,7 +179,8 @@ def _run_jobs(
 
     counts = Counter(r.status for r in run.records)
     counts["not_attempted"] += not_started
-    status, exit_code = outcome(counts, stopped=stop.is_set() and not_started > 0)
+    cut_short = not_started > 0 or run.cut_short > 0
+    status, exit_code = outcome(counts, stopped=stop.is_set() and cut_short)
     if stop.is_set() and "lock" in (stop.reason or ""):
         status, exit_code = "interrupted", 6
     note = stop.reason if stop.is_set() else None

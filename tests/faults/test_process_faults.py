@@ -236,3 +236,17 @@ def test_an_unexpected_database_error_exits_4_not_a_traceback(run_env, db, capsy
         cur.execute("DROP ROLE limited")
     assert code == 4
     assert "permission denied" in capsys.readouterr().err
+
+
+def test_sigterm_during_a_retry_backoff_is_an_interrupted_run(run_env, backend, db):
+    many_clients(db, 1)
+    backend.default = Answer(500, {"error": "down"})
+    env = {**run_env, "REFRESH_PLATFORMS": "shopify", "REFRESH_MAX_ATTEMPTS": "10"}
+    proc = start_run(env)
+    wait_for(lambda: len(backend.refreshes()) >= 2)
+    proc.send_signal(signal.SIGTERM)
+    assert finish(proc) == 6
+    run = fetch(db, "SELECT status, exit_code, jobs_failed FROM refresh_runs")[0]
+    assert run == ("interrupted", 6, 1)
+    ((error,),) = fetch(db, "SELECT error FROM refresh_jobs")
+    assert "not retried: received SIGTERM" in error
