@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Five tries over about 7.5 s ride out a database restart or a failover's switch.
 RECONNECT_ATTEMPTS = 5
+# What a JSON log line says of a job (the error text is already in its message).
+LOGGED_COLUMNS = ("client_id", "platform", "status", "attempts", "http_status", "duration_ms")
 
 INSERT_RUN = """
     INSERT INTO refresh_runs (run_id, trigger, host, shard, pid, status, exit_code, note,
@@ -89,6 +91,25 @@ class JobRecord:
     platform_count: int | None = None
     sku_count: int | None = None
     error: str | None = None
+
+    def columns(self) -> dict:
+        """Return the record as ``refresh_jobs`` columns (without the run id)."""
+        return {
+            "client_id": self.job.client_id,
+            "platform": self.job.platform,
+            "status": self.status,
+            "attempts": self.attempts,
+            "http_status": self.http_status,
+            "duration_ms": self.duration_ms,
+            "platform_count": self.platform_count,
+            "sku_count": self.sku_count,
+            "error": self.error,
+        }
+
+    def log_fields(self) -> dict:
+        """Return the fields a JSON log line carries for this job."""
+        columns = self.columns()
+        return {k: columns[k] for k in LOGGED_COLUMNS}
 
 
 class History:
@@ -170,18 +191,7 @@ class History:
 
     def record_job(self, record: JobRecord) -> None:
         """Write how a job ended (idempotent: it overwrites the job's row)."""
-        params = {
-            "run_id": self.run_id,
-            "client_id": record.job.client_id,
-            "platform": record.job.platform,
-            "status": record.status,
-            "attempts": record.attempts,
-            "http_status": record.http_status,
-            "duration_ms": record.duration_ms,
-            "platform_count": record.platform_count,
-            "sku_count": record.sku_count,
-            "error": record.error,
-        }
+        params = {"run_id": self.run_id, **record.columns()}
         self._execute(lambda cur: cur.execute(FINISH_JOB, params))
 
     def finish_run(self, status: str, exit_code: int, counts: dict, note: str | None) -> None:

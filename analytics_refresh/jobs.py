@@ -12,6 +12,7 @@ import api_key_auth
 
 from .client import Attempt, RefreshClient, Verdict
 from .concurrency import AdaptiveLimit, make_limit
+from .errors import first_line
 from .history import History, JobRecord
 from .lock import RunLock
 from .ordering import JobQueue
@@ -84,6 +85,7 @@ class JobRunner:
         self.retries = 0
         # Jobs whose next attempt a stop request cancelled: the run is then incomplete.
         self.cut_short = 0
+        self.lock_lost = False
         self.history_failures = 0
         self._mutex = threading.Lock()
         self._slots = threading.Condition()
@@ -102,6 +104,7 @@ class JobRunner:
             self.stop.request(f"deadline of {self.settings.deadline:g}s reached")
             return self.stop.reason
         if not self.lock.still_held():
+            self.lock_lost = True
             self.stop.request(
                 "the database session holding the run lock was lost, so another run could "
                 "start; exclusivity cannot be guaranteed"
@@ -217,7 +220,7 @@ class JobRunner:
                 _n(attempt.platform_count),
                 _n(attempt.sku_count),
                 detail,
-                extra=_fields(record),
+                extra=record.log_fields(),
             )
         else:
             words = "attempt" if attempts == 1 else "attempts"
@@ -230,7 +233,7 @@ class JobRunner:
                 words,
                 f" - {extra}" if extra else "",
                 seconds,
-                extra=_fields(record),
+                extra=record.log_fields(),
             )
         self.save(record)
         return record
@@ -256,7 +259,7 @@ class JobRunner:
                 "⏭ SKIPPED - %s: refreshed less than %g minutes ago (REFRESH_SKIP_FRESH_MINUTES)",
                 record.job,
                 minutes,
-                extra=_fields(record),
+                extra=record.log_fields(),
             )
             with self._mutex:
                 self.records.append(record)
@@ -316,19 +319,3 @@ class JobRunner:
 
 def _n(value: int | None) -> str:
     return "?" if value is None else str(value)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _fields(record: JobRecord) -> dict:
-    return {
-        "client_id": record.job.client_id,
-        "platform": record.job.platform,
-        "status": record.status,
-        "attempts": record.attempts,
-        "http_status": record.http_status,
-        "duration_ms": record.duration_ms,
-    }

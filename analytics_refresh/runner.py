@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import db, ordering
-from .errors import DatabaseError, RefreshError
+from .errors import DatabaseError, RefreshError, first_line
 from .history import History, JobRecord
-from .jobs import JobRunner, StopRequest, first_line
+from .jobs import JobRunner, StopRequest
 from .lock import RunLock
 from .plan import Plan, build_plan, stream_connected
 from .settings import Settings
@@ -181,7 +181,8 @@ def _run_jobs(
     counts["not_attempted"] += not_started
     cut_short = not_started > 0 or run.cut_short > 0
     status, exit_code = outcome(counts, stopped=stop.is_set() and cut_short)
-    if stop.is_set() and "lock" in (stop.reason or ""):
+    if run.lock_lost:
+        # Exclusivity is gone: the run is incomplete even if every job had started.
         status, exit_code = "interrupted", 6
     note = stop.reason if stop.is_set() else None
     if not_started:

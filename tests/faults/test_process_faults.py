@@ -177,12 +177,13 @@ def test_history_survives_its_connection_being_killed(run_env, backend, db):
     env = {**run_env, "REFRESH_CONCURRENCY": "1", "REFRESH_PLATFORMS": "shopify"}
     proc = start_run(env)
     wait_for(lambda: len(backend.refreshes()) >= 2)
-    fetch(
+    killed = fetch(
         db,
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
         "WHERE application_name = 'analytics-refresh' AND datname = current_database() "
         "AND pid <> pg_backend_pid()",
     )
+    assert (True,) in killed  # the history writer's session really was cut
     assert finish(proc) == 0
     assert fetch(db, "SELECT status, jobs_succeeded FROM refresh_runs") == [("succeeded", 6)]
     assert fetch(db, "SELECT count(*) FROM refresh_jobs WHERE status = 'succeeded'") == [(6,)]
