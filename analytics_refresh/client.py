@@ -1,28 +1,53 @@
-"""Calls the dashboard API's refresh endpoint and classifies each answer (INTERFACE.md s. 8)."""
+"""Calls the dashboard API's refresh endpoint and classifies each answer (INTERFACE.md s. 8).
+
+Every attempt is bounded end to end: a shared watchdog thread shuts the attempt's socket
+down when its time is up, whatever phase it is in (name resolution, connecting, the status
+line and headers, the body); bodies are read in small decoded chunks up to a cap on their
+decoded size and scanned as a stream (answers.py), never held or parsed whole.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import enum
-import json
+import heapq
+import ipaddress
+import itertools
+import socket
+import threading
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 import requests
 import requests.adapters
 import urllib3
+import urllib3.connection
+import urllib3.connectionpool
+import urllib3.exceptions
+import urllib3.util.connection
 
-from . import __version__
-from .logs import redact
+from . import __version__, answers
+from .answers import InvalidAnswer, plain_text
 from .plan import Job
 from .retry import RETRYABLE_STATUSES
 from .settings import Settings
 
 USER_AGENT = f"analytics-refresh/{__version__}"
 CONNECT_TIMEOUT_SECONDS = 10.0
-MAX_ERROR_TEXT = 300
-# A dashboard answer is a few MB at most; anything far larger is not one.
+MAX_ERROR_TEXT = answers.MAX_TEXT
+# A dashboard answer is a few MB at most; anything far larger is not one. Decoded bytes.
 MAX_BODY_BYTES = 256 * 2**20
+# Of an error answer only this much is read: its `error` text is cut to 300 characters.
+MAX_ERROR_BODY_BYTES = 64 * 2**10
+# Of a preflight probe's answer: /health and a read of one dashboard.
+MAX_PROBE_BODY_BYTES = 64 * 2**20
+# Decoded bytes per read: bounds what one compressed chunk may expand to in memory.
+CHUNK_BYTES = 64 * 2**10
+# Only encodings this module reads within bounds are offered to the server.
+ACCEPT_ENCODING = "gzip, deflate"
 
 
 class Verdict(enum.Enum):
@@ -64,49 +89,317 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when - (time.time() if now is None else now))
 
 
-def _error_text(body: bytes, reason: str | None, secrets: tuple[str, ...]) -> str:
-    """Return the answer's ``error`` field (or a short excerpt), with any token masked."""
-    text = None
+# -- the watchdog ---------------------------------------------------------------------------
+class _Guard:
+    """One attempt's deadline and the socket it is using now."""
+
+    __slots__ = ("deadline", "done", "fired", "sock")
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.sock: socket.socket | None = None
+        self.fired = False
+        self.done = False
+
+
+class Watchdog:
+    """One thread that shuts down the socket of every attempt whose time is up.
+
+    requests' timeouts bound each socket read, not an answer: a server that sends a byte
+    now and then is never timed out by them. A shared thread with a heap of deadlines
+    costs a lock per request, where a timer per request would cost a thread.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Guard]] = []
+        self._seq = itertools.count()
+        self._released = 0  # released guards still in the heap
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float) -> _Guard:
+        """Start watching an attempt that must be over by ``deadline`` (monotonic)."""
+        guard = _Guard(deadline)
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="refresh-watchdog", daemon=True
+                )
+                self._thread.start()
+            heap = self._heap
+            earliest = not heap or deadline < heap[0][0]
+            heapq.heappush(heap, (deadline, next(self._seq), guard))
+            if self._released > 1024 and 2 * self._released > len(heap):
+                # Finished attempts wait in the heap until their deadline; drop them at once.
+                self._heap = [entry for entry in heap if not entry[2].done]
+                heapq.heapify(self._heap)
+                self._released = 0
+            if earliest:
+                self._cond.notify()
+        return guard
+
+    def watch(self, guard: _Guard, sock: socket.socket) -> None:
+        """Make ``sock`` the socket to shut down when ``guard``'s time is up."""
+        with self._cond:
+            if guard.done:
+                return
+            guard.sock = sock
+            if guard.fired:
+                _shutdown(sock)
+
+    def release(self, guard: _Guard) -> None:
+        """Stop watching: the attempt is over, its connection may serve another."""
+        with self._cond:
+            guard.done = True
+            guard.sock = None
+            if not guard.fired:
+                self._released += 1
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                heap = self._heap
+                while heap and heap[0][2].done:
+                    heapq.heappop(heap)
+                    self._released -= 1
+                if not heap:
+                    self._cond.wait()
+                    continue
+                delay = heap[0][0] - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                guard = heapq.heappop(heap)[2]
+                guard.fired = True
+                if guard.sock is not None:
+                    _shutdown(guard.sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # The plain socket's method: ssl.SSLSocket.shutdown would drop its TLS state under the
+    # thread still reading from it. A socket already closed has nothing left to cut.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+WATCHDOG = Watchdog()
+_attempt = threading.local()  # .guard: the guard of the attempt this thread is making
+
+
+def _current_guard() -> _Guard | None:
+    return getattr(_attempt, "guard", None)
+
+
+class _Attempt:
+    """The context of one bounded request on this thread."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.monotonic() + seconds
+        self.guard: _Guard | None = None
+
+    def __enter__(self) -> _Guard:
+        self.guard = WATCHDOG.arm(self.deadline)
+        _attempt.guard = self.guard
+        return self.guard
+
+    def __exit__(self, *exc) -> None:
+        _attempt.guard = None
+        WATCHDOG.release(self.guard)
+
+
+# -- connections that report their sockets to the watchdog ----------------------------------
+def _resolve(conn, host: str, port: int, seconds: float) -> list[str]:
+    """Resolve ``host`` within ``seconds``: getaddrinfo cannot be interrupted otherwise."""
+    result: dict = {}
+
+    def work() -> None:
+        try:
+            family = urllib3.util.connection.allowed_gai_family()
+            result["infos"] = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+        except OSError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, name="refresh-resolve", daemon=True)
+    thread.start()
+    thread.join(max(seconds, 0.0))
+    if thread.is_alive():
+        raise urllib3.exceptions.ConnectTimeoutError(conn, f"resolving {host} timed out")
+    if "error" in result:
+        raise urllib3.exceptions.NameResolutionError(host, conn, result["error"])
+    return list(dict.fromkeys(info[4][0] for info in result["infos"]))
+
+
+def _is_address(host: str) -> bool:
     try:
-        payload = json.loads(body)
-        if isinstance(payload, dict) and isinstance(payload.get("error"), str):
-            text = payload["error"]
-    except (ValueError, UnicodeDecodeError):
-        pass
-    if not text:
-        excerpt = body[: MAX_ERROR_TEXT * 4].decode("utf-8", errors="replace").strip()
-        text = excerpt or reason or ""
-    # A backend that echoes the request back must not leak our token into logs or tables.
-    text = redact(" ".join(text.split()), secrets)
-    return text[:MAX_ERROR_TEXT]
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
-def _count(value) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) and value >= 0:
-        return value
-    return None
+class _Watched:
+    """Mixed into urllib3's connections: each socket in use is the attempt's to cut."""
+
+    def _new_conn(self) -> socket.socket:
+        guard = _current_guard()
+        host = self._dns_host
+        if guard is None or _is_address(host):
+            sock = super()._new_conn()
+        else:
+            addresses = _resolve(self, host, self.port, guard.deadline - time.monotonic())
+            error = None
+            for address in addresses:
+                self._dns_host = address
+                try:
+                    sock = super()._new_conn()
+                    break
+                except urllib3.exceptions.NewConnectionError as exc:
+                    error = exc
+                finally:
+                    self._dns_host = host
+            else:
+                raise error or urllib3.exceptions.NewConnectionError(self, f"no address for {host}")
+        if guard is not None:
+            WATCHDOG.watch(guard, self._watchable(sock))
+        return sock
+
+    def _watchable(self, sock: socket.socket) -> socket.socket:
+        return sock
+
+    def request(self, *args, **kwargs):
+        guard = _current_guard()
+        if guard is not None and self.sock is not None:
+            WATCHDOG.watch(guard, self.sock)  # a pooled connection, already open
+        return super().request(*args, **kwargs)
 
 
+class _HTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    _handshake: socket.socket | None = None
+
+    def _watchable(self, sock: socket.socket) -> socket.socket:
+        # Wrapping the socket for TLS detaches it; a duplicate of its descriptor stays
+        # valid through the handshake, and the wrapped socket is watched once it exists.
+        self._handshake = sock.dup()
+        return self._handshake
+
+    def connect(self) -> None:
+        try:
+            super().connect()
+        finally:
+            guard = _current_guard()
+            if guard is not None and self.sock is not None:
+                WATCHDOG.watch(guard, self.sock)
+            if self._handshake is not None:
+                self._handshake.close()
+                self._handshake = None
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class BoundedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter with connections the watchdog can cut, and no retries of its own."""
+
+    def __init__(self, pool_maxsize: int = 1):
+        super().__init__(pool_connections=1, pool_maxsize=max(pool_maxsize, 1), max_retries=0)
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, *args, **kwargs):
+        manager = super().proxy_manager_for(*args, **kwargs)
+        manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+
+def new_session(pool_maxsize: int = 1) -> requests.Session:
+    """Return a session whose requests ``probe`` and ``RefreshClient`` can bound."""
+    session = requests.Session()
+    adapter = BoundedAdapter(pool_maxsize)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers.update(
+        {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
+        }
+    )
+    return session
+
+
+# -- reading a body within bounds -----------------------------------------------------------
+class _BodyTooSlow(Exception):
+    """The answer's body did not arrive before the attempt's time ran out."""
+
+
+class _BodyTooLarge(Exception):
+    """The answer's body is larger than any dashboard."""
+
+
+def _chunks(response: requests.Response, deadline: float, limit: int) -> Iterator[bytes]:
+    """Yield the decoded body in chunks of at most CHUNK_BYTES, by ``deadline``, up to ``limit``.
+
+    urllib3 decompresses at most the amount asked for per read, so a small compressed
+    answer that expands to gigabytes never occupies more than a chunk.
+    """
+    size = 0
+    raw = response.raw
+    try:
+        # read1() returns what one socket read brings (iter_content would wait for a whole
+        # chunk), so the deadline is checked as often as data arrives.
+        while chunk := raw.read1(CHUNK_BYTES, decode_content=True):
+            size += len(chunk)
+            if size > limit:
+                raise _BodyTooLarge
+            if time.monotonic() > deadline:
+                raise _BodyTooSlow
+            yield chunk
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ReadTimeout(exc) from exc
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except urllib3.exceptions.HTTPError as exc:
+        # A reset or a truncated body: what requests itself would call a connection error.
+        raise requests.exceptions.ConnectionError(exc) from exc
+
+
+def _prefix(response: requests.Response, deadline: float, limit: int) -> bytes:
+    """Return at most ``limit`` decoded bytes of the body; the rest is never read."""
+    parts, size = [], 0
+    for chunk in _chunks(response, deadline, MAX_BODY_BYTES):
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(parts)[:limit]
+
+
+def _seconds(value: float) -> str:
+    return f"{round(value, 1):g}s"
+
+
+# -- the refresh ----------------------------------------------------------------------------
 class RefreshClient:
     """A pooled HTTP session for one run."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=1, pool_maxsize=max(settings.concurrency, 1), max_retries=0
-        )
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers.update(
-            {
-                "User-Agent": USER_AGENT,
-                "Accept": "application/json",
-                "Cache-Control": "no-cache",
-            }
-        )
+        self.session = new_session(settings.concurrency)
+        self.session.headers["Cache-Control"] = "no-cache"
         # Certificates are always verified: against REFRESH_CA_BUNDLE when set, else the
         # default trust store. There is deliberately no way to turn verification off.
         # Passed on every request: requests lets REQUESTS_CA_BUNDLE override a session's
@@ -117,82 +410,70 @@ class RefreshClient:
         self.session.close()
 
     def refresh(self, job: Job, token: str, read_timeout: float) -> Attempt:
-        """Ask the API to recompute ``job``'s dashboard; never raises for network trouble."""
+        """Ask the API to recompute ``job``'s dashboard; never raises for network trouble.
+
+        ``read_timeout`` bounds the whole attempt: connecting, the headers and the body.
+        """
         params = {"client_id": job.client_id, "platform": job.platform, "force_refresh": "true"}
         headers = {"Authorization": f"Bearer {token}"}
         secrets = (token,)
         started = time.monotonic()
-        try:
-            with self.session.get(
-                self.settings.endpoint_url,
-                params=params,
-                headers=headers,
-                timeout=(min(CONNECT_TIMEOUT_SECONDS, read_timeout), read_timeout),
-                stream=True,
-                allow_redirects=False,
-                verify=self.verify,
-            ) as response:
-                body = _read_body(response, started + read_timeout)
-                return self._classify(response, body, secrets, time.monotonic() - started)
-        except _BodyTooSlow:
-            return Attempt(
-                Verdict.RETRY,
-                error=f"timed out after {read_timeout:.0f}s (the answer arrived too slowly)",
-                elapsed=time.monotonic() - started,
-            )
-        except _BodyTooLarge:
-            return Attempt(
-                Verdict.FAIL,
-                error=f"invalid response (larger than {MAX_BODY_BYTES // 2**20} MiB)",
-                elapsed=time.monotonic() - started,
-            )
-        except requests.exceptions.SSLError as exc:
-            return Attempt(
-                Verdict.FAIL,
-                error=f"TLS verification failed ({_reason(exc)}); set REFRESH_CA_BUNDLE to "
-                "the CA file that signed the API's certificate",
-                elapsed=time.monotonic() - started,
-            )
-        except requests.exceptions.Timeout:
-            return Attempt(
-                Verdict.RETRY,
-                error=f"timed out after {read_timeout:.0f}s",
-                elapsed=time.monotonic() - started,
-            )
-        except requests.exceptions.ConnectionError as exc:
-            return Attempt(
-                Verdict.RETRY,
-                error=f"connection failed: {_reason(exc)}",
-                elapsed=time.monotonic() - started,
-            )
-        except requests.exceptions.RequestException as exc:
-            return Attempt(
-                Verdict.RETRY,
-                error=f"request failed: {_reason(exc)}",
-                elapsed=time.monotonic() - started,
-            )
+        deadline = started + read_timeout
+        timed_out = Attempt(Verdict.RETRY, error=f"timed out after {_seconds(read_timeout)}")
+        with _Attempt(read_timeout) as guard:
+            try:
+                with self.session.get(
+                    self.settings.endpoint_url,
+                    params=params,
+                    headers=headers,
+                    timeout=(min(CONNECT_TIMEOUT_SECONDS, read_timeout), read_timeout),
+                    stream=True,
+                    allow_redirects=False,
+                    verify=self.verify,
+                ) as response:
+                    attempt = self._answer(response, deadline, secrets)
+                if guard.fired:
+                    # The watchdog's cut can look like the end of a body without a length.
+                    attempt = timed_out
+            except _BodyTooSlow:
+                attempt = timed_out
+            except _BodyTooLarge:
+                attempt = Attempt(
+                    Verdict.FAIL,
+                    error=f"invalid response (larger than {MAX_BODY_BYTES // 2**20} MiB)",
+                )
+            except requests.exceptions.SSLError as exc:
+                attempt = Attempt(
+                    Verdict.FAIL,
+                    error=f"TLS verification failed ({_reason(exc)}); set REFRESH_CA_BUNDLE to "
+                    "the CA file that signed the API's certificate",
+                )
+            except requests.exceptions.RequestException as exc:
+                if guard.fired or isinstance(exc, requests.exceptions.Timeout):
+                    attempt = timed_out
+                elif isinstance(exc, requests.exceptions.ConnectionError):
+                    attempt = Attempt(Verdict.RETRY, error=f"connection failed: {_reason(exc)}")
+                else:
+                    attempt = Attempt(Verdict.RETRY, error=f"request failed: {_reason(exc)}")
+        elapsed = time.monotonic() - started
+        return dataclasses.replace(attempt, elapsed=elapsed)
 
-    def _classify(self, response, body: bytes, secrets, elapsed: float) -> Attempt:
+    def _answer(self, response: requests.Response, deadline: float, secrets) -> Attempt:
         status = response.status_code
         if 200 <= status < 300:
             try:
-                payload = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                payload = None
-            if not isinstance(payload, dict):
-                return Attempt(
-                    Verdict.FAIL, status, "invalid response (not a JSON object)", elapsed=elapsed
-                )
-            platforms = payload.get("platforms")
+                scan = answers.scan_object(_chunks(response, deadline, MAX_BODY_BYTES))
+            except InvalidAnswer as exc:
+                return Attempt(Verdict.FAIL, status, f"invalid response ({exc})")
             return Attempt(
                 Verdict.SUCCESS,
                 status,
-                platform_count=len(platforms) if isinstance(platforms, list) else None,
-                sku_count=_count(payload.get("sku_count")),
-                elapsed=elapsed,
+                platform_count=answers.count(scan.lengths.get("platforms")),
+                sku_count=answers.count(scan.fields.get("sku_count")),
             )
+        body = _prefix(response, deadline, MAX_ERROR_BODY_BYTES)
         error = f"HTTP {status}"
-        detail = _error_text(body, response.reason, secrets) or None
+        detail = answers.error_text(body, response.reason, secrets) or None
         if status in RETRYABLE_STATUSES:
             return Attempt(
                 Verdict.RETRY,
@@ -200,45 +481,110 @@ class RefreshClient:
                 error,
                 detail,
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
-                elapsed=elapsed,
             )
         if status == 401:
-            return Attempt(Verdict.REAUTH, status, error, detail, elapsed=elapsed)
-        return Attempt(Verdict.FAIL, status, error, detail, elapsed=elapsed)
+            return Attempt(Verdict.REAUTH, status, error, detail)
+        return Attempt(Verdict.FAIL, status, error, detail)
 
 
-class _BodyTooSlow(Exception):
-    """The answer's body did not arrive before the attempt's time ran out."""
+# -- the preflight's probes -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Probe:
+    """What one bounded GET brought back."""
+
+    status: int
+    reason: str  # the status line's reason phrase, plain text
+    body: dict | None  # top-level scalar fields of a JSON object answer, else None
+    problem: str | None  # why ``body`` is None: "not a JSON object", "nested too deeply", ...
+    detail: str | None  # for a non-2xx answer: its ``error`` text (or an excerpt), plain
+    elapsed: float  # seconds, connecting included
 
 
-class _BodyTooLarge(Exception):
-    """The answer's body is larger than any dashboard."""
+def probe(
+    session: requests.Session | None,
+    url: str,
+    *,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float,
+    verify: str | bool = True,
+) -> Probe:
+    """GET ``url`` within the bounds of a refresh attempt and return what came back.
 
+    ``session`` is one from ``new_session()`` (or a RefreshClient's), or None for a new one
+    closed afterwards; any other session is refused with TypeError, as its requests could
+    not be cut off. ``timeout`` bounds the whole request end to end (name resolution,
+    connecting, headers, body); the body is read up to 64 MiB decoded (64 KiB for a
+    non-2xx answer) and scanned as a stream at most 64 levels deep, and only its top-level
+    scalar fields are kept: at most 64, strings as plain text of at most 300 characters,
+    decimals as floats. A body that is not a JSON object gives ``body=None`` and the
+    reason in ``problem``. A Bearer token in ``headers`` is masked in ``detail``.
 
-def _read_body(response: requests.Response, deadline: float) -> bytes:
-    """Read the whole body by ``deadline`` (monotonic), or raise.
-
-    requests' read timeout bounds each socket read, not the whole answer: a server that
-    trickles a byte a second would otherwise hold the job past REFRESH_TIMEOUT and the
-    run past its deadline. The body is only counted and then dropped.
+    Network trouble raises requests' exceptions as ``requests.get`` would: a timeout in
+    any phase, a body that trickles past ``timeout`` included, as
+    ``requests.exceptions.Timeout``; a reset as ``ConnectionError``; a bad certificate as
+    ``SSLError``. Redirects are not followed.
     """
-    chunks, size = [], 0
+    own = session is None
+    session = session or new_session()
+    if not isinstance(session.get_adapter(url), BoundedAdapter):
+        raise TypeError("probe() needs a session from analytics_refresh.client.new_session()")
+    auth = (headers or {}).get("Authorization", "")
+    secrets = (auth.split(" ", 1)[-1],) if auth else ()
+    started = time.monotonic()
+    deadline = started + timeout
     try:
-        # read1() returns what one socket read brings (iter_content would wait for a whole
-        # chunk), so the deadline is checked as often as data arrives.
-        while chunk := response.raw.read1(64 * 1024, decode_content=True):
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise _BodyTooLarge
-            chunks.append(chunk)
-            if time.monotonic() > deadline:
-                raise _BodyTooSlow
-    except urllib3.exceptions.ReadTimeoutError as exc:
-        raise requests.exceptions.ReadTimeout(exc) from exc
-    except urllib3.exceptions.HTTPError as exc:
-        # A reset or a truncated body: what requests itself would call a connection error.
-        raise requests.exceptions.ConnectionError(exc) from exc
-    return b"".join(chunks)
+        with _Attempt(timeout) as guard:
+            try:
+                with session.get(
+                    url,
+                    params=params,
+                    headers=dict(headers or {}),
+                    timeout=(min(CONNECT_TIMEOUT_SECONDS, timeout), timeout),
+                    stream=True,
+                    allow_redirects=False,
+                    verify=verify,
+                ) as response:
+                    result = _probe_answer(response, deadline, secrets)
+            except _BodyTooSlow as exc:
+                raise requests.exceptions.ReadTimeout(
+                    f"timed out after {_seconds(timeout)}"
+                ) from exc
+            except requests.exceptions.RequestException as exc:
+                if guard.fired and not isinstance(exc, requests.exceptions.Timeout):
+                    raise requests.exceptions.ReadTimeout(
+                        f"timed out after {_seconds(timeout)}"
+                    ) from exc
+                raise
+            if guard.fired:
+                raise requests.exceptions.ReadTimeout(f"timed out after {_seconds(timeout)}")
+    finally:
+        if own:
+            session.close()
+    status, reason, body, problem, detail = result
+    return Probe(status, reason, body, problem, detail, time.monotonic() - started)
+
+
+def _probe_answer(response: requests.Response, deadline: float, secrets) -> tuple:
+    status = response.status_code
+    reason = plain_text(response.reason or "")
+    ok = 200 <= status < 300
+    limit = MAX_PROBE_BODY_BYTES if ok else MAX_ERROR_BODY_BYTES
+    body, problem, detail = None, None, None
+    if ok:
+        chunks = _chunks(response, deadline, limit)
+    else:
+        prefix = _prefix(response, deadline, limit)
+        chunks = (prefix,)
+        detail = answers.error_text(prefix, reason, secrets) or None
+    try:
+        scan = answers.scan_object(chunks)
+        body = {key: answers.scalar(value) for key, value in scan.fields.items()}
+    except InvalidAnswer as exc:
+        problem = str(exc)
+    except _BodyTooLarge:
+        problem = f"larger than {limit // 2**20} MiB"
+    return status, reason, body, problem, detail
 
 
 def _reason(exc: Exception) -> str:
@@ -256,4 +602,4 @@ def _reason(exc: Exception) -> str:
     ):
         if marker.lower() in text.lower():
             return marker
-    return redact(text)[:MAX_ERROR_TEXT]
+    return plain_text(text)
