@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import cache, errors, routes
+from . import bounds, cache, errors, routes
 from .config import from_environ, load
 from .db import IDLE_CONNECTIONS, READER_CONNECTIONS, Database
 
@@ -34,5 +34,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.extensions["dashboard_api.memo"] = cache.Memo()
     errors.register(app)
+    bounds.register(app)
     app.register_blueprint(routes.bp)
     return app

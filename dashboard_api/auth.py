@@ -1,8 +1,9 @@
 """The one decorator that lets a request through only with a valid client token.
 
 Tokens are checked by ``api_key_auth.verify_client_token``, the same module the runner
-mints them with. 401: no token, or one that is malformed, badly signed or expired. 403:
-a valid token for another client, or without the scope the request needs.
+mints them with. 401: no token, or one that is malformed, badly signed or expired, or
+whose claims have the wrong types. 403: a valid token for another client, or without the
+scope the request needs. No token, however it is built, gets a 5xx.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from flask import current_app, request
 from api_key_auth import TokenError, TokenForbidden, verify_client_token
 
 from .errors import Forbidden, Unauthorized
+
+# What verifying a token with claims of the wrong types raises, besides TokenError.
+MALFORMED_CLAIMS = (TypeError, ValueError, OverflowError, KeyError, RecursionError)
 
 
 class ClientRequest(Protocol):
@@ -54,6 +58,11 @@ def token_required(parse: Callable[[Any], ClientRequest]):
                 raise Forbidden(str(exc)) from None
             except TokenError as exc:
                 raise Unauthorized(str(exc)) from None
+            except MALFORMED_CLAIMS:
+                # A correctly signed token whose claims have the wrong types (a string
+                # "exp", a list "iat") trips the checks after decoding; it is the client's
+                # fault, not the server's.
+                raise Unauthorized("invalid token: claims of the wrong type") from None
             return view(parsed, **kwargs)
 
         return wrapped

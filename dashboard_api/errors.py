@@ -51,6 +51,24 @@ class NotFound(ApiError):
     status = 404
 
 
+class BodyTooLarge(ApiError):
+    """The request body is too large."""
+
+    status = 413
+
+
+class TargetTooLong(ApiError):
+    """The request target (path and query) is too long."""
+
+    status = 414
+
+
+class HeadersTooLarge(ApiError):
+    """The request headers are too large."""
+
+    status = 431
+
+
 class Overloaded(ApiError):
     """Too many analytics computations are running; retry shortly."""
 
@@ -86,6 +104,8 @@ def _api_error(exc: ApiError) -> Response:
 
 def _http_error(exc: HTTPException) -> Response:
     # Keep Werkzeug's own headers (Allow on a 405) but answer in JSON like everything else.
+    # An unexpected exception reaches here as InternalServerError (500), already logged
+    # with its traceback; its text stays in the log, never in the answer.
     headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
     return error(exc.code or 500, (exc.name or "error").lower(), headers=headers)
 

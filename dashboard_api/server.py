@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 
@@ -20,6 +21,13 @@ class _Handler(WSGIRequestHandler):
     # 64 KiB, a malformed request) are JSON too, like every other error of the API.
     error_content_type = "application/json"
     error_message_format = '{"error": "%(message)s"}'
+
+    def send_error(self, code, message=None, explain=None) -> None:
+        """Answer ``code`` with a JSON body, whatever the message quotes from the request."""
+        # The message may quote the request ("Bad request version ('HTTP/1."x')"), and
+        # http.server escapes it for HTML only: escape it for JSON first.
+        text = message or self.responses.get(code, ("error",))[0]
+        super().send_error(code, json.dumps(text, ensure_ascii=True)[1:-1], explain)
 
 
 class _QuietHandler(_Handler):
