@@ -16,18 +16,18 @@ import datetime as dt
 import io
 import itertools
 import json
-import os
 import random
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import psycopg2
 from psycopg2 import sql
 from psycopg2.extras import Json
 
 from .cache import table_name
+from .config import ConfigError, from_environ
 from .db import init_schema
 
 HISTORY_DAYS = 90
@@ -218,15 +218,21 @@ def _mean(values: Sequence[int]) -> float:
     return sum(values) / len(values)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Load the demo data into the database the command line names; return the exit code."""
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Load the demo data into the database the command line names; return the exit code.
+
+    ``--database-url`` defaults to ``DATABASE_URL`` in ``environ`` (default: the process
+    environment over ``.env``, as the API reads it).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m dashboard_api.demo", description="Load the dashboard demo data."
     )
+    try:
+        default_url = from_environ(environ).get("DATABASE_URL")
+    except ConfigError as exc:
+        parser.error(str(exc))
     parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL"),
-        help="PostgreSQL URL (env DATABASE_URL)",
+        "--database-url", default=default_url, help="PostgreSQL URL (env DATABASE_URL)"
     )
     sizes = (
         ("--clients", DEFAULT_CLIENTS, "demo clients"),

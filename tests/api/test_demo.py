@@ -129,15 +129,14 @@ def test_api_serves_a_demo_client(client, auth, db):
 
 def test_command_line_loads_and_prints_the_clients(empty_db_url, capsys):
     argv = ["--database-url", empty_db_url, "--clients", "3", "--skus", "5"]
-    assert demo.main([*argv, "--orders-per-day", "2"]) == 0
+    assert demo.main([*argv, "--orders-per-day", "2"], environ={}) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("3 connected demo clients, ")
     assert printed[1:] == [demo.client_id(index) for index in range(3)]
 
 
-def test_command_line_needs_a_database(monkeypatch, capsys):
-    monkeypatch.delenv("DATABASE_URL", raising=False)
+def test_command_line_needs_a_database(capsys):
     with pytest.raises(SystemExit) as exit_:
-        demo.main(["--clients", "2"])
+        demo.main(["--clients", "2"], environ={})
     assert exit_.value.code == 2
     assert "--database-url" in capsys.readouterr().err

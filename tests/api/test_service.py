@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import psycopg2
 import pytest
 import requests
 
-from dashboard_api import cache, config, create_app, limits
+from dashboard_api import cache, create_app, limits
 from dashboard_api.config import ConfigError
 from dashboard_api.server import start_background
 
@@ -128,21 +127,6 @@ def test_settings_errors_name_the_variable(secret):
     assert "DATABASE_URL" not in message
 
 
-def test_settings_come_from_the_environment_without_a_mapping(monkeypatch, secret):
-    monkeypatch.setenv("DATABASE_URL", DOWN_URL)
-    monkeypatch.setenv("API_SECRET_KEY", secret)
-    monkeypatch.setenv("CACHE_TTL", "120")
-    monkeypatch.delenv("API_MAX_CONCURRENT_COMPUTES", raising=False)
-
-    app = create_app()
-
-    assert app.config["CACHE_TTL"] == 120
-    assert app.config["API_MAX_CONCURRENT_COMPUTES"] == (os.cpu_count() or 1)
-    monkeypatch.delenv("API_SECRET_KEY")
-    with pytest.raises(ConfigError, match="API_SECRET_KEY is required"):
-        create_app()
-
-
 def test_background_server_serves_until_stopped(app):
     server = start_background(app)
     assert server.url.startswith("http://127.0.0.1:")
@@ -169,24 +153,6 @@ def test_the_api_never_imports_the_runner():
         "sys.exit(any(name.startswith('analytics_refresh') for name in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
-
-
-def test_gunicorn_style_settings_read_dotenv_and_secret_files(tmp_path, monkeypatch, secret):
-    # A Kubernetes or Docker secret file ends in a newline; the runner strips it, so must
-    # the API, or every token would fail to verify.
-    (tmp_path / "secret").write_text(secret + "\n")
-    (tmp_path / ".env").write_text("CACHE_TTL=60\nDATABASE_URL=postgresql:///from-dotenv\n")
-    monkeypatch.chdir(tmp_path)
-    # set, then deleted: monkeypatch then also removes what load_dotenv adds.
-    for name in ("API_SECRET_KEY", "CACHE_TTL"):
-        monkeypatch.setenv(name, "placeholder")
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("DATABASE_URL", "postgresql:///from-environment")
-    monkeypatch.setenv("API_SECRET_KEY_FILE", str(tmp_path / "secret"))
-    conf = config.load(config.from_environ())
-    assert conf.secret_key == secret
-    assert conf.cache_ttl == 60
-    assert conf.database_url == "postgresql:///from-environment"  # .env never overrides
 
 
 def test_a_request_waiting_on_its_key_takes_no_compute_slot(settings, shop, auth, db_url):
