@@ -2,9 +2,11 @@
 #
 # One image, two roles:
 #   default command       supercronic runs the refresh every two hours (docker-cron)
-#   gunicorn --bind 0.0.0.0:8000 'dashboard_api:create_app()'
+#   gunicorn --config python:dashboard_api.gunicorn_config --bind 0.0.0.0:8000 \
+#            'dashboard_api:create_app()'
 #                         the reference dashboard API
 # Build: docker build -t analytics-refresh .   compose.yaml shows the whole stack.
+# PID 1 is tini -g: see ENTRYPOINT below for why.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -27,9 +29,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies before the code: this layer is rebuilt only when requirements.txt changes.
-COPY requirements.txt ./
-RUN pip install --requirement requirements.txt
+# Dependencies before the code: this layer is rebuilt only when the lock changes. The lock
+# pins every package, dependencies of dependencies included, each to its published hashes:
+# the same versions in every build, and a tampered download fails the build.
+COPY requirements.lock ./
+RUN pip install --require-hashes --requirement requirements.lock
 COPY pyproject.toml README.md api_key_auth.py ./
 COPY analytics_refresh/ analytics_refresh/
 COPY dashboard_api/ dashboard_api/
@@ -45,6 +49,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     LOG_FORMAT=json \
     TZ=UTC
+# tini from Debian, the image's init (ENTRYPOINT below).
+ARG TINI_VERSION=0.19.0-1*
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends "tini=${TINI_VERSION}" \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 analytics \
  && useradd --system --uid 10001 --gid analytics --home-dir /app --shell /usr/sbin/nologin analytics
 COPY --from=supercronic /supercronic /usr/local/bin/supercronic
@@ -63,6 +72,12 @@ EXPOSE 8000
 # for the first scheduled run, up to two hours after the container starts.
 HEALTHCHECK --interval=5m --timeout=60s --start-period=150m --retries=2 \
     CMD ["analytics-refresh", "status"]
+# `docker stop` signals PID 1 only, and supercronic, on SIGTERM, stops scheduling and waits
+# for the running job without passing the signal on (its issue #62). tini -g sends every
+# signal to its child's whole process group, supercronic and the run alike, so a stopped
+# container's run finishes its requests in flight and records itself as interrupted
+# (exit 6). Give `docker stop` a grace above REFRESH_TIMEOUT: docker stop -t 330.
+ENTRYPOINT ["tini", "-g", "--"]
 # -passthrough-logs: the runner's JSON lines reach stdout unwrapped; -json: supercronic's
 # own lines are JSON too.
 CMD ["supercronic", "-json", "-passthrough-logs", "/app/docker-cron"]

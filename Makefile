@@ -9,10 +9,11 @@ STAMP := $(VENV)/.installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall only when the pinned requirements or the package metadata change.
-$(STAMP): $(BIN)/python requirements.txt requirements-dev.txt pyproject.toml
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+# Reinstall only when the requirements, their locks or the package metadata change. The
+# lock pins every package with its hashes, so every machine installs the same files;
+# tests/deploy/test_requirements_lock.py fails when it falls behind requirements*.txt.
+$(STAMP): $(BIN)/python requirements.txt requirements-dev.txt requirements-dev.lock pyproject.toml
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

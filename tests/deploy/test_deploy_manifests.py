@@ -65,8 +65,10 @@ def test_image_is_multi_stage_with_a_slim_python_base():
 def test_dependencies_are_installed_before_the_code_is_copied():
     build = next(s for s in stages() if any("pip install" in r for k, r in s if k == "RUN"))
     steps = [f"{k} {r}" for k, r in build]
-    requirements = next(i for i, s in enumerate(steps) if s.startswith("COPY requirements.txt"))
-    install = next(i for i, s in enumerate(steps) if "pip install --requirement" in s)
+    requirements = next(i for i, s in enumerate(steps) if s.startswith("COPY requirements.lock"))
+    install = next(
+        i for i, s in enumerate(steps) if "pip install --require-hashes --requirement" in s
+    )
     code = next(i for i, s in enumerate(steps) if s.startswith("COPY analytics_refresh/"))
     assert requirements < install < code
 
