@@ -7,9 +7,13 @@ the way the dashboard's window is defined.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
+from collections.abc import Iterator
 
+import psycopg2
+import psycopg2.extensions
 import pytest
 
 from api_key_auth import SCOPE_REFRESH, mint_client_token
@@ -18,6 +22,22 @@ from dashboard_api.server import start_background
 
 ALICE = "3b619a14-3cd8-49fa-9c24-d8df5e54c452"
 BOB = "8f14e45f-ceea-467f-a0e6-1c2d3b4a5f60"
+
+
+@contextlib.contextmanager
+def cloned_database(server_url: str, template: str) -> Iterator[str]:
+    """Yield the URL of a new database cloned from ``template``, for a module's tests."""
+    name = f"ar_module_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        yield psycopg2.extensions.make_dsn(server_url, dbname=name)
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
 
 
 def today() -> dt.date:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dashboard_api import analytics, create_app
+from dashboard_api import analytics, bounds, create_app
 from dashboard_api.routes import ENDPOINT
 
 from .conftest import ALICE, days_ago
@@ -172,3 +172,48 @@ def test_parameters_and_thresholds_match_the_code():
     assert f"over {analytics.OVERSTOCK_DAYS} days of cover" in description
     statuses = resolve({"$ref": "#/components/schemas/Sku"})["properties"]["status"]["enum"]
     assert statuses == list(analytics.STATUSES)
+
+
+def test_size_and_method_errors_match_the_schema(client, auth, alice):
+    query = {"client_id": ALICE, "platform": "shopify"}
+    answers = {
+        405: client.post(ENDPOINT, query_string=query, headers=auth()),
+        413: client.get(ENDPOINT, query_string=query, headers=auth(),
+                        data=b"x" * (bounds.MAX_BODY_BYTES + 1)),
+        414: client.get(ENDPOINT, query_string={**query, "platform": "x" * 5000},
+                        headers=auth()),
+        431: client.get(ENDPOINT, query_string=query,
+                        headers={**auth(), "X-Big": "b" * (bounds.MAX_HEADER_BYTES + 1)}),
+    }  # fmt: skip
+    for status, answer in answers.items():
+        assert answer.status_code == status
+        check(answer)
+    health = SPEC["paths"]["/health"]["get"]
+    check(client.get("/health", headers={"X-Big": "b" * (bounds.MAX_HEADER_BYTES + 1)}), health)
+    check(client.post("/health"), health)
+
+
+def test_an_unexpected_failure_matches_the_schema(settings, auth, alice, db):
+    with db.cursor() as cur:
+        cur.execute("ALTER TABLE order_lines DROP COLUMN quantity")
+    app = create_app({**settings, "TESTING": False})
+    try:
+        answer = app.test_client().get(
+            ENDPOINT, query_string={"client_id": ALICE, "force_refresh": "true"}, headers=auth()
+        )
+    finally:
+        app.extensions["dashboard_api"].close()
+    assert answer.status_code == 500
+    check(answer)
+
+
+def test_the_documented_bounds_are_the_codes():
+    description = SPEC["info"]["description"]
+    for figure in (
+        f"{bounds.MAX_TARGET_BYTES:,} bytes is a 414",
+        f"header over {bounds.MAX_HEADER_BYTES:,} bytes",
+        f"more than {bounds.MAX_HEADER_COUNT} headers",
+        f"over {bounds.MAX_HEADERS_BYTES // 1024} KiB of them",
+        f"body over {bounds.MAX_BODY_BYTES // 1024} KiB",
+    ):
+        assert figure in " ".join(description.split()), figure

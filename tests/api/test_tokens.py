@@ -7,10 +7,9 @@ import base64
 import hashlib
 import hmac
 import time
-import uuid
+from collections.abc import Iterator
 
 import psycopg2
-import psycopg2.extensions
 import pytest
 import requests
 
@@ -19,7 +18,7 @@ from dashboard_api import create_app
 from dashboard_api.server import start_background
 from tests.conftest import SECRET
 
-from .conftest import ALICE, Shop
+from .conftest import ALICE, Shop, cloned_database
 
 URL = "/api/dashboard/inventory-analytics"
 QUERY = {"client_id": ALICE, "platform": "shopify", "force_refresh": "true"}
@@ -89,24 +88,16 @@ HS256 = '{"alg": "HS256", "typ": "JWT"}'
 
 
 @pytest.fixture(scope="module")
-def token_db(pg_server_url, template_db) -> str:
+def token_db(pg_server_url, template_db) -> Iterator[str]:
     """One database for the module, with Alice connected: every test here only reads."""
-    name = f"ar_tokens_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(pg_server_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    url = psycopg2.extensions.make_dsn(pg_server_url, dbname=name)
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    shop = Shop(conn)
-    shop.connect(ALICE, "shopify")
-    shop.item(ALICE, "shopify", "S1", on_hand=1, cost="1.00", price="2.00")
-    conn.close()
-    yield url
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with cloned_database(pg_server_url, template_db) as url:
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        shop = Shop(conn)
+        shop.connect(ALICE, "shopify")
+        shop.item(ALICE, "shopify", "S1", on_hand=1, cost="1.00", price="2.00")
+        conn.close()
+        yield url
 
 
 @pytest.fixture(scope="module")
