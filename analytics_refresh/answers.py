@@ -30,8 +30,11 @@ MAX_COUNT = 2**31 - 1
 _BOM = b"\xef\xbb\xbf"
 _OPENERS = frozenset({"start_map", "start_array"})
 _CLOSERS = frozenset({"end_map", "end_array"})
-# Control characters a JSON string may not hold raw, but a broken backend sends anyway.
-_RAW_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters a JSON string may not hold raw, but a broken backend sends anyway,
+# as JSON escapes; line breaks and tabs as spaces, which are valid in and out of strings.
+_REPAIRS = {code: f"\\u{code:04x}" for code in (*range(0x20), 0x7F)} | dict.fromkeys(
+    (0x09, 0x0A, 0x0D), " "
+)
 _ERROR_PREFIX = re.compile(rb'"error"\s*:\s*"((?:[^"\\]|\\.){1,2000})')
 
 
@@ -164,12 +167,12 @@ def count(value: object) -> int | None:
     return None
 
 
-def scalar(value: object) -> object:
-    """Return a top-level field as plain Python: strings as plain text, decimals as floats."""
+def scalar(value: object, secrets: tuple[str, ...] = ()) -> object:
+    """Return a top-level field as plain Python: strings plain and masked, decimals floats."""
     if isinstance(value, Decimal):
         return float(value)
     if isinstance(value, str):
-        return plain_text(value)
+        return plain_text(value, secrets)
     return value
 
 
@@ -189,7 +192,7 @@ def error_text(body: bytes, reason: str | None, secrets: tuple[str, ...] = ()) -
             if match:
                 text = match.group(1).decode("utf-8", "replace")
             else:
-                text = repaired.strip() or reason or ""
+                text = body.decode("utf-8", "replace").strip() or reason or ""
     return plain_text(text, secrets)
 
 
@@ -202,8 +205,7 @@ def _error_field(body: bytes) -> str | None:
 
 
 def _repair(body: bytes) -> str:
-    text = body.decode("utf-8", "replace").replace("\t", " ").replace("\n", " ")
-    return _RAW_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text.replace("\r", " "))
+    return body.decode("utf-8", "replace").translate(_REPAIRS)
 
 
 def plain_text(text: str, secrets: tuple[str, ...] = (), limit: int = MAX_TEXT) -> str:

@@ -45,7 +45,7 @@ MAX_ERROR_BODY_BYTES = 64 * 2**10
 # Of a preflight probe's answer: /health and a read of one dashboard.
 MAX_PROBE_BODY_BYTES = 64 * 2**20
 # Decoded bytes per read: bounds what one compressed chunk may expand to in memory.
-CHUNK_BYTES = 64 * 2**10
+CHUNK_BYTES = 32 * 2**10
 # Only encodings this module reads within bounds are offered to the server.
 ACCEPT_ENCODING = "gzip, deflate"
 
@@ -579,7 +579,7 @@ def _probe_answer(response: requests.Response, deadline: float, secrets) -> tupl
         detail = answers.error_text(prefix, reason, secrets) or None
     try:
         scan = answers.scan_object(chunks)
-        body = {key: answers.scalar(value) for key, value in scan.fields.items()}
+        body = {key: answers.scalar(value, secrets) for key, value in scan.fields.items()}
     except InvalidAnswer as exc:
         problem = str(exc)
     except _BodyTooLarge:
