@@ -25,6 +25,10 @@ INSTALLER_FILES = [
     "deploy/kubernetes/cronjob.yaml",
     "deploy/kubernetes/configmap.yaml",
     "deploy/kubernetes/secret.example.yaml",
+    "deploy/kubernetes/cronjob-sharded.yaml",
+    "deploy/kubernetes/pushgateway.yaml",
+    "deploy/kubernetes/dashboard-api.yaml",
+    "requirements.lock",
     "deploy/SCHEDULE.md",
     "scripts/install-test-tools.sh",
 ]
