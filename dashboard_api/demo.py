@@ -6,6 +6,10 @@ always give the same rows, relative to today's date. Loading again with the same
 the same day reuses what is there; other sizes, another seed or another day replace the
 demo clients' rows (and drop their cached dashboards) instead of adding to them.
 
+``add_orders`` then sells a few more items for one client now, as a shop would between two
+refresh runs: its order lines and stock rows get new ``updated_at`` stamps, so the change
+query (``changes.CHANGE_SQL``) gives that client's keys new values and no one else's.
+
     python -m dashboard_api.demo --database-url URL [--clients 4] [--skus 200] ...
 """
 
@@ -21,6 +25,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import psycopg2
 from psycopg2 import sql
@@ -73,6 +78,27 @@ COPY_LINES = """COPY order_lines
     (client_id, platform, order_id, sku, quantity, unit_price, ordered_at) FROM STDIN"""
 COPY_BATCH_LINES = 200_000
 COUNT_LINES = "SELECT count(*) FROM order_lines WHERE client_id = ANY (%s::uuid[])"
+CONNECTED = """
+    SELECT platform FROM client_api_credentials
+    WHERE client_id = %s AND status = 'connected' ORDER BY platform
+"""
+# What a new order may sell: the catalogue, in-stock SKUs first.
+CATALOGUE = """
+    SELECT sku, unit_price::text, on_hand FROM inventory_items
+    WHERE client_id = %s AND platform = %s ORDER BY on_hand = 0, sku
+"""
+COUNT_LIVE_ORDERS = """
+    SELECT count(DISTINCT order_id) FROM order_lines
+    WHERE client_id = %s AND platform = %s AND order_id LIKE %s
+"""
+INSERT_LINE = """
+    INSERT INTO order_lines (client_id, platform, order_id, sku, quantity, unit_price, ordered_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s)
+"""
+TAKE_STOCK = """
+    UPDATE inventory_items SET on_hand = greatest(on_hand - %s, 0)
+    WHERE client_id = %s AND platform = %s AND sku = %s
+"""
 
 
 def client_id(index: int) -> str:
@@ -119,6 +145,67 @@ def load_demo(
     return [
         cid for index, cid in enumerate(ids) if PROFILES[index % len(PROFILES)][1] == "connected"
     ]
+
+
+@dataclass(frozen=True)
+class NewOrders:
+    """What ``add_orders`` wrote for one client."""
+
+    client_id: str
+    platforms: tuple[str, ...]
+    order_ids: tuple[str, ...]
+    lines: int
+    units: int
+
+
+def add_orders(
+    conn,
+    client_id: str,
+    count: int,
+    *,
+    platform: str | None = None,
+    now: dt.datetime | None = None,
+    seed: int = DEFAULT_SEED,
+) -> NewOrders:
+    """Add ``count`` orders placed ``now`` on each connected platform of ``client_id``.
+
+    ``platform`` limits them to that one. The units sold come off the stock. The same
+    database state, seed and time give the same orders. Commits; raises ValueError for a
+    client or platform that is not connected, or one without a catalogue.
+    """
+    cid = str(uuid.UUID(client_id))
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    placed = now or dt.datetime.now(dt.timezone.utc)
+    with conn.cursor() as cur:
+        cur.execute(CONNECTED, (cid,))
+        connected = [row[0] for row in cur.fetchall()]
+        platforms = connected if platform is None else [platform]
+        if not connected or not set(platforms) <= set(connected):
+            raise ValueError(f"{platform or 'no platform'} is not connected for client {cid}")
+        order_ids, lines, units = [], 0, 0
+        for name in platforms:
+            cur.execute(CATALOGUE, (cid, name))
+            catalogue = cur.fetchall()
+            if not catalogue:
+                raise ValueError(f"client {cid} has no catalogue on {name}")
+            prefix = f"{'SH' if name == 'shopify' else 'AZ'}-LIVE-"
+            cur.execute(COUNT_LIVE_ORDERS, (cid, name, prefix + "%"))
+            first = cur.fetchone()[0] + 1
+            rng = random.Random(f"{seed}:{cid}:{name}:{first}")
+            in_stock = [row for row in catalogue if row[2] > 0] or catalogue
+            for number in range(first, first + count):
+                order_id = f"{prefix}{number:06d}"
+                picks = rng.sample(in_stock, k=min(rng.choice(LINES_PER_ORDER), len(in_stock)))
+                for sku, price, _ in picks:
+                    quantity = rng.choice(QUANTITIES)
+                    cur.execute(INSERT_LINE, (cid, name, order_id, sku, quantity, price, placed))
+                    cur.execute(TAKE_STOCK, (quantity, cid, name, sku))
+                    lines += 1
+                    units += quantity
+                order_ids.append(order_id)
+    conn.commit()
+    return NewOrders(cid, tuple(platforms), tuple(order_ids), lines, units)
 
 
 def _key(marker: dict | None) -> str:

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS order_lines (
     sku         text NOT NULL,
     quantity    integer NOT NULL CHECK (quantity > 0),
     unit_price  numeric(12, 2) NOT NULL CHECK (unit_price >= 0),
-    ordered_at  timestamptz NOT NULL
+    ordered_at  timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
 -- The analytics read one client's platforms over a time window and nothing else. Keyed in
@@ -48,3 +49,64 @@ CREATE TABLE IF NOT EXISTS order_lines (
 CREATE INDEX IF NOT EXISTS order_lines_window_idx
     ON order_lines (client_id, platform, ordered_at, order_id)
     INCLUDE (sku, quantity, unit_price);
+
+-- When each row was last written, for change detection (dashboard_api/changes.py). Older
+-- installs get the column here; existing rows take the time of this upgrade (a constant
+-- default: no table rewrite). Looked up first: ALTER TABLE locks the table out even when
+-- IF NOT EXISTS finds the column, and the API may be reading it.
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = 'order_lines'::regclass AND attname = 'updated_at' AND NOT attisdropped
+    ) THEN
+        ALTER TABLE order_lines
+            ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = 'inventory_items'::regclass AND attname = 'updated_at'
+            AND NOT attisdropped
+    ) THEN
+        ALTER TABLE inventory_items
+            ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+    END IF;
+END
+$$;
+
+-- An UPDATE that does not set updated_at itself gets the time of the change.
+CREATE OR REPLACE FUNCTION dashboard_touch_updated_at() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+DO $$
+DECLARE
+    name text;
+BEGIN
+    FOREACH name IN ARRAY ARRAY['order_lines', 'inventory_items'] LOOP
+        IF NOT EXISTS (
+            SELECT 1 FROM pg_trigger
+            WHERE tgrelid = name::regclass AND tgname = name || '_touch_updated_at'
+        ) THEN
+            EXECUTE format(
+                'CREATE TRIGGER %I BEFORE UPDATE ON %I FOR EACH ROW'
+                ' EXECUTE FUNCTION dashboard_touch_updated_at()',
+                name || '_touch_updated_at', name
+            );
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- The change query reads the newest updated_at per client and platform: one descent of
+-- these indexes per key, however many rows the key has.
+CREATE INDEX IF NOT EXISTS order_lines_changed_idx
+    ON order_lines (client_id, platform, updated_at);
+CREATE INDEX IF NOT EXISTS inventory_items_changed_idx
+    ON inventory_items (client_id, platform, updated_at);
