@@ -244,3 +244,10 @@ def test_new_orders_show_in_the_next_forced_refresh(client, auth, db):
 
     assert after["kpis"]["orders"] == before["kpis"]["orders"] + 5
     assert after["kpis"]["units_sold"] == before["kpis"]["units_sold"] + added.units
+
+
+def test_the_command_prints_the_keys_and_the_plan(db_url, db, two_shops, capsys):
+    assert changes.main(["--database-url", db_url], environ={}) == 0
+    out = capsys.readouterr().out
+    assert f"{BOB}  amazon" in out
+    assert "Execution Time" in out
