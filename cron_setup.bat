@@ -1,6 +1,8 @@
 @echo off
 rem Create, show or remove the Windows scheduled task that runs the analytics refresh every
-rem two hours, 00:00, 02:00 ... 22:00 (deploy\SCHEDULE.md), as the current user.
+rem two hours, 00:00, 02:00 ... 22:00 (deploy\SCHEDULE.md), as the current user; with
+rem /every MINUTES, every that many minutes from 00:00 instead (change detection runs
+rem every 10 to 15 minutes).
 rem
 rem Task Scheduler starts a task in C:\Windows\System32 with no virtualenv and drops what it
 rem prints. So the task changes into this project's directory (where the runner finds .env
@@ -9,7 +11,7 @@ rem anything printed outside the runner's log to logs\cron_output.log. A run sti
 rem when the next is due is left alone (Task Scheduler's default: no second instance),
 rem which matches the runner's own lock.
 rem
-rem Usage: cron_setup.bat [/print] [/uninstall]
+rem Usage: cron_setup.bat [/print] [/uninstall] [/every MINUTES]
 setlocal EnableExtensions DisableDelayedExpansion
 
 set "TASK_NAME=Analytics_Refresh_Cron"
@@ -19,16 +21,50 @@ set "PROJECT_DIR=%~dp0"
 if "%PROJECT_DIR:~-1%"=="\" set "PROJECT_DIR=%PROJECT_DIR:~0,-1%"
 set "PYTHON=%PROJECT_DIR%\.venv\Scripts\python.exe"
 
+rem The schedule: every 2 hours from 00:00, i.e. 00:00, 02:00 ... 22:00 each day.
+set "SCHEDULE=/SC HOURLY /MO 2 /ST 00:00"
 set "MODE=install"
-if /i "%~1"=="/print" set "MODE=print"
-if /i "%~1"=="/uninstall" set "MODE=uninstall"
+set "EVERY="
+
+:parse
+if "%~1"=="" goto parsed
+if /i "%~1"=="/print" goto opt_print
+if /i "%~1"=="/uninstall" goto opt_uninstall
+if /i "%~1"=="/every" goto opt_every
 if /i "%~1"=="/?" goto usage
 if /i "%~1"=="/help" goto usage
-if "%~1"=="" goto parsed
-if not "%MODE%"=="install" goto parsed
 echo cron_setup.bat: unknown option %1 1>&2
 call :usage 1>&2
 exit /b 2
+
+:opt_print
+set "MODE=print"
+shift
+goto parse
+
+:opt_uninstall
+set "MODE=uninstall"
+shift
+goto parse
+
+:opt_every
+set "EVERY=%~2"
+shift
+shift
+rem Whole minutes from 1 to 1439 (schtasks' range for /SC MINUTE), no leading zero.
+if not defined EVERY goto bad_every
+set "NONDIGIT="
+for /f "delims=0123456789" %%c in ("%EVERY%") do set "NONDIGIT=%%c"
+if defined NONDIGIT goto bad_every
+if "%EVERY:~0,1%"=="0" goto bad_every
+if %EVERY% GTR 1439 goto bad_every
+set "SCHEDULE=/SC MINUTE /MO %EVERY% /ST 00:00"
+goto parse
+
+:bad_every
+echo cron_setup.bat: /every needs whole minutes from 1 to 1439, e.g. /every 10 1>&2
+exit /b 2
+
 :parsed
 
 rem Delayed expansion from here on: !VAR! values are not parsed again, so a path with
@@ -47,12 +83,11 @@ set "TASK_RUN=cmd /c cd /d \"!PROJECT_DIR!\" && \"!PYTHON!\" !ENTRY! >> logs\cro
 if "%MODE%"=="print" goto print
 
 if not exist "!PROJECT_DIR!\logs" mkdir "!PROJECT_DIR!\logs"
-rem The schedule: every 2 hours from 00:00, i.e. 00:00, 02:00 ... 22:00 each day.
 rem /F replaces a task of the same name, so running this again changes nothing else.
-schtasks /Create /TN "!TASK_NAME!" /TR "!TASK_RUN!" /SC HOURLY /MO 2 /ST 00:00 /F
+schtasks /Create /TN "!TASK_NAME!" /TR "!TASK_RUN!" !SCHEDULE! /F
 if errorlevel 1 exit /b 1
 echo.
-echo Scheduled task !TASK_NAME! runs every 2 hours from 00:00 as !USERNAME!, in this
+echo Scheduled task !TASK_NAME! runs on !SCHEDULE! as !USERNAME!, in this
 echo computer's time zone, while !USERNAME! is logged on. Its command:
 echo   !TASK_RUN!
 echo Check it:    schtasks /Query /TN !TASK_NAME! /V /FO LIST
@@ -62,7 +97,7 @@ echo Remove it:   cron_setup.bat /uninstall   or   schtasks /Delete /TN !TASK_NA
 exit /b 0
 
 :print
-echo schtasks /Create /TN "!TASK_NAME!" /TR "!TASK_RUN!" /SC HOURLY /MO 2 /ST 00:00 /F
+echo schtasks /Create /TN "!TASK_NAME!" /TR "!TASK_RUN!" !SCHEDULE! /F
 exit /b 0
 
 :uninstall
@@ -96,8 +131,9 @@ echo        and set DATABASE_URL, API_SECRET_KEY and ANALYTICS_API_URL in it 1>&
 exit /b 1
 
 :usage
-echo Usage: cron_setup.bat [/print] [/uninstall]
+echo Usage: cron_setup.bat [/print] [/uninstall] [/every MINUTES]
 echo   (no switch)  create or replace the scheduled task Analytics_Refresh_Cron
 echo   /print       show the schtasks command that would be run, change nothing
 echo   /uninstall   delete the scheduled task
+echo   /every N     run every N minutes from 00:00 (1 to 1439) instead of every 2 hours
 exit /b 0

@@ -128,13 +128,16 @@ def schtasks_times(hourly_every: int, start: str) -> list[datetime]:
 
 def test_windows_task_runs_at_the_same_times():
     bat = (ROOT / "cron_setup.bat").read_text(encoding="ascii")
+    # The default schedule, set before the options are read (/every replaces it).
+    default = re.search(r'^set "SCHEDULE=/SC HOURLY /MO (\d+) /ST (\d\d:\d\d)"', bat, re.M)
+    assert default, 'expected set "SCHEDULE=/SC HOURLY /MO n /ST hh:mm" in cron_setup.bat'
+    assert schtasks_times(int(default[1]), default[2]) == expected()
     creates = [line for line in bat.splitlines() if re.match(r"\s*schtasks /Create ", line)]
     assert creates, "cron_setup.bat no longer runs schtasks /Create"
     for create in creates:
-        match = re.search(r"/SC HOURLY /MO (\d+) /ST (\d\d:\d\d)(?: |$)", create)
-        assert match, f"expected /SC HOURLY /MO n /ST hh:mm in: {create}"
-        assert schtasks_times(int(match[1]), match[2]) == expected()
+        assert " !SCHEDULE! " in create, create
         assert "/F" in create.split()  # replaces the task instead of failing on a second run
+    assert len(re.findall(r'^set "SCHEDULE=', bat, re.M)) == 2  # the default and /every
 
 
 @pytest.mark.parametrize(
