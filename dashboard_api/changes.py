@@ -30,6 +30,9 @@ before the newest committed stamp and commits after the runner read the keys (ro
 stamped when written, not when committed): those are picked up by the next change of the
 key or by ``REFRESH_MAX_AGE_MINUTES``.
 
+The query is also the file ``dashboard_api/change_keys.sql``, for the runner's
+``REFRESH_CHANGE_SQL_FILE``.
+
     python -m dashboard_api.changes --database-url URL   # the keys, and the query's plan
 """
 
@@ -42,26 +45,10 @@ from collections.abc import Mapping, Sequence
 import psycopg2
 
 from .config import ConfigError, from_environ
+from .db import read_sql
 
-# The key reads "<newest order line>/<newest stock row>", UTC, to the microsecond; a side
-# with no rows is empty. Written out in UTC so that the session's time zone never changes it.
-CHANGE_SQL = """\
-SELECT c.client_id::text AS client_id,
-       c.platform,
-       coalesce(o.changed_at, '') || '/' || coalesce(i.changed_at, '') AS change_key
-FROM client_api_credentials AS c
-CROSS JOIN LATERAL (
-    SELECT to_char(max(l.updated_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-    FROM order_lines AS l
-    WHERE l.client_id = c.client_id AND l.platform = c.platform
-) AS o (changed_at)
-CROSS JOIN LATERAL (
-    SELECT to_char(max(s.updated_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-    FROM inventory_items AS s
-    WHERE s.client_id = c.client_id AND s.platform = c.platform
-) AS i (changed_at)
-WHERE c.status = 'connected'
-"""
+# In a file of its own too, for REFRESH_CHANGE_SQL_FILE.
+CHANGE_SQL = read_sql("change_keys.sql")
 
 # The simple form, for comparison: one pass over every order line.
 GROUP_BY_SQL = """\
