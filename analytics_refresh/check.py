@@ -1,10 +1,12 @@
 """``analytics-refresh check``: the preflight checklist, one line per check.
 
-Each line has a mark (✓ pass, ⚠ warning, ✗ failure, - skipped because an earlier check
-failed) and, on a failure, the fix. The exit code is the one a run would end with for the
-first failure: 3 for settings and tokens, 4 for the database and its tables, 1 when the API
-does not answer or refuses the read (every job of a run would fail). No connected client is
-a warning and exits 0, as a run does.
+Each check gives a ``Result``: a mark (✓ pass, ⚠ warning, ✗ failure, - skipped because an
+earlier check failed) and, on a failure, the fix; ``console.print_check`` renders it. The
+exit code is the one a run would end with for the first failure: 3 for settings and tokens,
+4 for the database and its tables, 1 when the API does not answer or refuses the read
+(every job of a run would fail). No connected client is a warning and exits 0, as a run
+does. The HTTP probes are bounded in time, size and depth as a run's requests are
+(``client.probe``).
 """
 
 from __future__ import annotations
@@ -13,37 +15,31 @@ import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import psycopg2
 import requests
-from rich.console import Console
-from rich.text import Text
 
 import api_key_auth
 
-from . import __version__, db
-from .errors import ConfigError, RefreshError, first_line
+from . import __version__, db, records
+from .errors import ConfigError, DatabaseError, RefreshError
 from .logs import redact
 from .plan import Job, build_plan, stream_connected
 from .settings import Settings
-from .status import output_console
+
+# The exit code a run would end with when a check of this kind fails.
+SETTINGS_FAILED = ConfigError.exit_code
+DATABASE_FAILED = DatabaseError.exit_code
+JOBS_WOULD_FAIL = RefreshError.exit_code
 
 TOKEN_TTL_SECONDS = 300
 HEALTH_TIMEOUT_SECONDS = 10.0
 NO_CLIENT = str(uuid.UUID(int=0))
 ENDPOINT = "Endpoint accepts a token"
 MARKS = {"ok": ("✓", "green"), "warn": ("⚠", "yellow"), "fail": ("✗", "red"), "skip": ("-", "dim")}
-
-LAST_RUN = """
-    SELECT started_at, status, exit_code, trigger FROM refresh_runs
-    ORDER BY started_at DESC LIMIT 1
-"""
-CREDENTIAL_STATUSES = """
-    SELECT status, count(*) FROM client_api_credentials GROUP BY status ORDER BY status
-"""
 
 
 @dataclass(frozen=True)
@@ -65,16 +61,12 @@ def _fail(name: str, detail: str, fix: str, code: int) -> Result:
     return Result(name, "fail", detail, fix, code)
 
 
-def _message(exc: RefreshError) -> str:
-    return exc.args[0] if exc.args else type(exc).__doc__ or ""
-
-
 class Preflight:
-    """Runs the checks in order and prints a line for each as soon as it is known."""
+    """Runs the checks in order and shows a line for each as soon as it is known."""
 
-    def __init__(self, settings: Settings, console: Console | None = None):
+    def __init__(self, settings: Settings, show: Callable[[Result], None]):
         self.settings = settings
-        self.console = console or output_console()
+        self.show = show
         self.results: list[Result] = []
         self.conn = None
         self.jobs: list[Job] = []
@@ -100,44 +92,20 @@ class Preflight:
                 (ENDPOINT, self.check_endpoint),
             ):
                 try:
-                    result = check(name)
-                except psycopg2.Error as exc:  # the database went away between two checks
-                    reason = first_line(exc)
-                    result = _fail(
-                        name,
-                        f"database error: {reason}",
-                        "check that PostgreSQL is up and DATABASE_URL names it",
-                        4,
-                    )
+                    with db.boundary(self.settings.database_url):
+                        result = check(name)
+                except DatabaseError as exc:  # the database went away between two checks
+                    fix = "check that PostgreSQL is up and DATABASE_URL names it"
+                    result = _fail(name, exc.message, fix, DATABASE_FAILED)
                 self.add(result)
         finally:
             if self.conn is not None:
                 self.conn.close()
-        self.summarise()
         return self.exit_code
 
-    # -- output -----------------------------------------------------------------------------
     def add(self, result: Result) -> None:
         self.results.append(result)
-        print_result(self.console, result, self.secrets)
-
-    def summarise(self) -> None:
-        failed = [r for r in self.results if r.state == "fail"]
-        warned = [r for r in self.results if r.state == "warn"]
-        if failed:
-            self.console.print(
-                f"✗ {len(failed)} of {len(self.results)} checks failed; exit {self.exit_code} "
-                f"(first failure: {failed[0].name})",
-                style="red",
-                soft_wrap=True,
-            )
-        else:
-            extra = f" with {len(warned)} warning{'s' if len(warned) > 1 else ''}" if warned else ""
-            self.console.print(
-                f"✓ all {len(self.results)} checks passed{extra}",
-                style="yellow" if warned else "green",
-                soft_wrap=True,
-            )
+        self.show(result)
 
     # -- the checks -------------------------------------------------------------------------
     def check_settings(self, name: str) -> Result:
@@ -145,7 +113,7 @@ class Preflight:
         try:
             s.require_secret()
         except ConfigError as exc:
-            return _fail(name, _message(exc), exc.hint or "", exc.exit_code)
+            return _fail(name, exc.message, exc.hint or "", exc.exit_code)
         heartbeat = (urlsplit(s.healthcheck_url).hostname or "on") if s.healthcheck_url else "off"
         return _ok(
             name,
@@ -174,11 +142,11 @@ class Preflight:
         try:
             url = db.database_url(self.settings)
             self.conn = db.connect(url, application_name="analytics-refresh check")
-            with self.conn.cursor() as cur:
-                cur.execute("SHOW server_version")
+            with db.boundary(url), self.conn.cursor() as cur:
+                cur.execute(db.sql.SERVER_VERSION)
                 version = cur.fetchone()[0]
         except RefreshError as exc:
-            return _fail(name, _message(exc), exc.hint or "check DATABASE_URL", exc.exit_code)
+            return _fail(name, exc.message, exc.hint or "check DATABASE_URL", exc.exit_code)
         return _ok(name, f"{db.describe(url)}, PostgreSQL {version}")
 
     def check_tables(self, name: str) -> Result:
@@ -190,31 +158,24 @@ class Preflight:
                 name,
                 f"missing: {', '.join(missing)}",
                 "run `analytics-refresh db init` once against this database",
-                4,
+                DATABASE_FAILED,
             )
-        with self.conn.cursor() as cur:
-            cur.execute(LAST_RUN)
-            last = cur.fetchone()
-        if last is None:
-            return _ok(name, "refresh_runs, refresh_jobs; no run recorded yet")
-        started, status, code, trigger = last
-        when = started.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-        ended = "" if code is None else f", exit {code}"
-        return _ok(
-            name, f"refresh_runs, refresh_jobs; last run {when} ({trigger}): {status}{ended}"
-        )
+        _, runs = records.recent_runs(self.conn, 1)
+        tables = ", ".join(db.RUNNER_TABLES)
+        if not runs:
+            return _ok(name, f"{tables}; no run recorded yet")
+        last = runs[0]
+        when = last["started_at"].astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        ended = "" if last["exit_code"] is None else f", exit {last['exit_code']}"
+        return _ok(name, f"{tables}; last run {when} ({last['trigger']}): {last['status']}{ended}")
 
     def check_clients(self, name: str) -> Result:
         if self.conn is None:
             return Result(name, "skip", "no database connection")
-        if db.missing_tables(self.conn, ("client_api_credentials",)):
-            return _fail(
-                name,
-                "table client_api_credentials is missing: there is no list of clients",
-                "point DATABASE_URL at the application's database, or create the table with "
-                "`analytics-refresh db init --with-api-schema`",
-                4,
-            )
+        try:
+            db.require_credentials_table(self.conn)
+        except DatabaseError as exc:
+            return _fail(name, exc.message, exc.hint or "", exc.exit_code)
         plan = build_plan(stream_connected(self.conn), self.settings)
         self.jobs = plan.jobs
         skipped = (
@@ -223,9 +184,7 @@ class Preflight:
             else ""
         )
         if not plan.jobs:
-            with self.conn.cursor() as cur:
-                cur.execute(CREDENTIAL_STATUSES)
-                statuses = ", ".join(f"{s} {n}" for s, n in cur.fetchall()) or "the table is empty"
+            statuses = records.credential_statuses(self.conn)
             which = " for the selected clients or platforms" if self.settings.clients else ""
             return Result(
                 name,
@@ -256,7 +215,7 @@ class Preflight:
                 name,
                 redact(str(exc), self.secrets),
                 "set API_SECRET_KEY to the API's secret, at least 32 characters",
-                3,
+                SETTINGS_FAILED,
             )
         self.token = token
         return _ok(name, f"HS256, scope {api_key_auth.SCOPE_READ}, lives {TOKEN_TTL_SECONDS}s")
@@ -273,7 +232,12 @@ class Preflight:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            return _fail(name, f"{url}: {network_reason(exc)}", unreachable_fix(self.settings), 1)
+            return _fail(
+                name,
+                f"{url}: {network_reason(exc)}",
+                unreachable_fix(self.settings),
+                JOBS_WOULD_FAIL,
+            )
         elapsed = time.monotonic() - started
         body = json_object(response)
         database = body.get("database")
@@ -288,14 +252,14 @@ class Preflight:
                 f"{url}: HTTP {response.status_code}, the API is up but its database is "
                 f"{database or 'down'}",
                 "check the API's DATABASE_URL and that its PostgreSQL is running",
-                1,
+                JOBS_WOULD_FAIL,
             )
         if not 200 <= response.status_code < 300:
             return _fail(
                 name,
                 f"{url}: HTTP {response.status_code} {self._error(response, body)}".rstrip(),
                 "see the API's log; ANALYTICS_API_URL must be the API's base URL",
-                1,
+                JOBS_WOULD_FAIL,
             )
         self.health_ok = True
         state = ", ".join(f"{k} {body[k]}" for k in ("status", "database") if k in body)
@@ -344,7 +308,7 @@ class Preflight:
                     f"{what}, but the answer is not a JSON object",
                     "ANALYTICS_API_URL and ANALYTICS_ENDPOINT must name the dashboard API "
                     f"(now {self.settings.endpoint_url}), not a proxy's or a web server's page",
-                    1,
+                    JOBS_WOULD_FAIL,
                 )
             skus = body.get("sku_count", "?")
             source = "from its cache" if body.get("cached") else "computed"
@@ -364,7 +328,7 @@ class Preflight:
             "see the API's log; reproduce with curl and a token from "
             f"`analytics-refresh token {job.client_id} --scope read`",
         )
-        return _fail(name, f"{what} {error}".rstrip(), fix, 1)
+        return _fail(name, f"{what} {error}".rstrip(), fix, JOBS_WOULD_FAIL)
 
     # -- helpers ----------------------------------------------------------------------------
     @property
@@ -375,16 +339,6 @@ class Preflight:
         text = body.get("error") if isinstance(body.get("error"), str) else response.reason
         secrets = (*self.secrets, self.token or "")
         return redact(" ".join(str(text or "").split()), secrets)[:300]
-
-
-def print_result(console: Console, result: Result, secrets: tuple[str, ...] = ()) -> None:
-    mark, style = MARKS[result.state]
-    line = Text(f"  {mark} ", style=style)
-    line.append(result.name, style="bold")
-    line.append(f": {redact(result.detail, secrets)}")
-    console.print(line, soft_wrap=True)
-    if result.fix and result.state in ("fail", "warn"):
-        console.print(Text(f"      fix: {result.fix}", style=style), soft_wrap=True)
 
 
 def json_object(response: requests.Response) -> dict:
@@ -424,27 +378,21 @@ def writable(path: Path) -> bool:
     return parent.is_dir() and os.access(parent, os.W_OK)
 
 
-def report_invalid_settings(exc: ConfigError, console: Console | None = None) -> int:
-    """Print the checklist's settings line for settings that could not be read; return 3."""
-    console = console or output_console()
-    text = _message(exc).replace("invalid configuration:\n", "").replace("\n", ";")
-    print_result(
-        console,
-        _fail(
-            "Settings valid",
-            " ".join(text.split()),
-            exc.hint
-            or "correct the variables named, in the environment or .env "
-            "(.env.example lists them all)",
-            exc.exit_code,
-        ),
+def invalid_settings(exc: ConfigError) -> Result:
+    """Return the checklist's settings line for settings that could not be read."""
+    text = exc.message.replace("invalid configuration:\n", "").replace("\n", ";")
+    fix = exc.hint or (
+        "correct the variables named, in the environment or .env (.env.example lists them all)"
     )
-    console.print(f"✗ settings invalid; exit {exc.exit_code}", style="red", soft_wrap=True)
-    return exc.exit_code
+    return _fail("Settings valid", " ".join(text.split()), fix, exc.exit_code)
 
 
-def run_checks(settings: Settings, clients: tuple[str, ...] = ()) -> int:
+def run_checks(settings: Settings) -> int:
     """Print the preflight checklist and return its exit code."""
-    if clients:
-        settings = settings.replace(clients=tuple(clients))
-    return Preflight(settings).run()
+    from .console import output_console, print_check, print_check_summary
+
+    console = output_console()
+    preflight = Preflight(settings, lambda r: print_check(console, r, settings.secrets))
+    code = preflight.run()
+    print_check_summary(console, preflight.results, code)
+    return code

@@ -1,163 +1,49 @@
 """The ``analytics-refresh`` command line; ``main(argv)`` returns the exit code.
 
-Exceptions become exit codes here and nowhere else (INTERFACE.md section 4).
+Every command goes through ``process.execute``, the one place where exceptions become
+exit codes (INTERFACE.md section 4).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import logging
-import os
-import signal
 import sys
-import threading
-import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-
-import psycopg2
 
 import api_key_auth
 
 from . import __version__
-from .errors import ConfigError, DatabaseError, RefreshError, first_line
-from .logs import get_logger, redact, setup_logging
-from .settings import PLATFORMS, TRIGGERS, Settings, Shard, database_password
-
-log = get_logger()
-
-
-# -- argument types (a bad value is a usage error: exit 2) ---------------------------------
-def _uuid(text: str) -> str:
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
+from .errors import ConfigError
+from .options import Parser, add_run_options, apply_run_options, client_id, platforms
+from .process import Command, execute, handle_signals
+from .settings import PLATFORMS, Settings, flag_type, number
 
 
 def _int_between(low: int, high: int):
     """Return an argparse type accepting whole numbers from ``low`` to ``high``."""
+    import argparse
 
-    def parse(text: str) -> int:
+    parse = number(int, low, high)
+
+    def parse_flag(text: str) -> int:
         try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"expected a whole number from {low} to {high}, got {text!r}"
-            )
-        return value
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
 
-    return parse
-
-
-_positive_int = _int_between(1, 10**9)
+    return parse_flag
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
-    return value
+    import argparse
 
-
-def _shard(text: str) -> Shard:
     try:
-        return Shard.parse(text)
+        return number(float, 0.001)(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that raises instead of exiting, so main() returns the code."""
-
-    def exit(self, status=0, message=None):
-        if message:
-            sys.stderr.write(message)
-        raise SystemExit(status)
-
-
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Add the run options; each names its environment twin."""
-    group = parser.add_argument_group("run options (each overrides its environment variable)")
-    group.add_argument(
-        "--client",
-        action="append",
-        type=_uuid,
-        metavar="UUID",
-        help="refresh only this client (repeatable)",
-    )
-    group.add_argument(
-        "--platform",
-        action="append",
-        choices=PLATFORMS,
-        help="refresh only this platform (repeatable) [env REFRESH_PLATFORMS]",
-    )
-    group.add_argument("--dry-run", action="store_true", help="plan and log the jobs, call nothing")
-    group.add_argument(
-        "--concurrency",
-        type=_int_between(1, 1024),
-        metavar="N",
-        help="most requests in flight [env REFRESH_CONCURRENCY, default 4]",
-    )
-    group.add_argument(
-        "--deadline",
-        type=_positive_float,
-        metavar="SECONDS",
-        help="no job starts after this [env REFRESH_DEADLINE, default 6600]",
-    )
-    group.add_argument(
-        "--shard",
-        type=_shard,
-        metavar="INDEX/COUNT",
-        help="take only this shard of the clients [env REFRESH_SHARD]",
-    )
-    group.add_argument(
-        "--trigger", choices=TRIGGERS, default=None, help="recorded with the run (default: cron)"
-    )
-    verbosity = group.add_mutually_exclusive_group()
-    verbosity.add_argument(
-        "-v", "--verbose", action="store_true", help="log debug detail [env LOG_LEVEL=DEBUG]"
-    )
-    verbosity.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="log warnings and errors only [env LOG_LEVEL=WARNING]",
-    )
-
-
-def apply_run_options(settings: Settings, args: argparse.Namespace) -> Settings:
-    """Return ``settings`` with the command line's run options on top."""
-    changes: dict = {}
-    if args.client:
-        changes["clients"] = tuple(dict.fromkeys(args.client))
-    if args.platform:
-        changes["platforms"] = tuple(p for p in PLATFORMS if p in args.platform)
-    if args.dry_run:
-        changes["dry_run"] = True
-    if args.concurrency:
-        changes["concurrency"] = args.concurrency
-    if args.deadline:
-        changes["deadline"] = args.deadline
-    if args.shard:
-        changes["shard"] = args.shard
-    if args.trigger:
-        changes["trigger"] = args.trigger
-    if args.verbose:
-        changes["log_level"] = "DEBUG"
-    elif args.quiet:
-        changes["log_level"] = "WARNING"
-    return settings.replace(**changes)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="analytics-refresh",
         description="Keep every client's dashboard cache fresh. Settings come from the "
         "environment and a .env file in the working directory (see .env.example).",
@@ -166,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
 
     run = commands.add_parser("run", help="one refresh run (what the scheduler starts)")
@@ -176,14 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--client",
         action="append",
-        type=_uuid,
+        type=client_id,
         metavar="UUID",
         help="check with this client instead of the first connected one",
     )
     check.add_argument(
         "--platform",
         action="append",
-        choices=PLATFORMS,
+        type=platforms,
+        metavar="shopify|amazon|all",
         help="plan and read only this platform (repeatable) [env REFRESH_PLATFORMS]",
     )
 
@@ -198,14 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument(
         "--runs",
-        type=_positive_int,
+        type=_int_between(1, 10_000),
         default=10,
         metavar="N",
         help="how many recent runs to show (default 10)",
     )
 
     token = commands.add_parser("token", help="print a client token, for curl")
-    token.add_argument("client_id", type=_uuid, metavar="CLIENT_ID")
+    token.add_argument("client_id", type=client_id, metavar="CLIENT_ID")
     token.add_argument(
         "--ttl",
         type=_int_between(1, api_key_auth.MAX_TTL_SECONDS),
@@ -215,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--scope", choices=("refresh", "read"), default="refresh")
 
-    db_cmd = commands.add_parser("db", help="database tables")
+    db_cmd = commands.add_parser("db", help="database tables, history, the embedded server")
     db_actions = db_cmd.add_subparsers(
-        dest="db_command", required=True, metavar="ACTION", parser_class=_Parser
+        dest="db_command", required=True, metavar="ACTION", parser_class=Parser
     )
     init = db_actions.add_parser("init", help="create or upgrade the runner's tables")
     init.add_argument(
@@ -225,52 +112,78 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also create the reference dashboard API's tables",
     )
+    prune = db_actions.add_parser("prune", help="delete finished runs older than N days")
+    prune.add_argument(
+        "--days",
+        type=flag_type("REFRESH_HISTORY_DAYS"),
+        metavar="N",
+        help="keep this many days [env REFRESH_HISTORY_DAYS, default 30; 0 keeps all]",
+    )
+    db_actions.add_parser("stop", help="stop the embedded PostgreSQL under .data/postgres")
 
     serve = commands.add_parser("serve", help="the reference dashboard API (development)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=5000)
+    serve.add_argument("--port", type=_int_between(0, 65535), default=5000)
 
     demo = commands.add_parser("demo", help="the whole system on this machine, then one run")
-    demo.add_argument("--clients", type=_positive_int, default=4)
-    demo.add_argument("--skus", type=_positive_int, default=200)
-    demo.add_argument("--orders-per-day", type=_positive_int, default=60)
+    demo.add_argument("--clients", type=_int_between(1, 10_000), default=4)
+    demo.add_argument("--skus", type=_int_between(1, 100_000), default=200)
+    demo.add_argument("--orders-per-day", type=_int_between(1, 100_000), default=60)
+    demo.add_argument(
+        "--new-orders",
+        type=_int_between(1, 100_000),
+        metavar="N",
+        help="first add N new orders for the first demo client: with REFRESH_CHANGE_SQL set, "
+        "the run refreshes that client's keys and skips the unchanged ones",
+    )
     return parser
 
 
 # -- commands ------------------------------------------------------------------------------
-def cmd_run(args, settings: Settings) -> int:
-    from .monitoring import run_monitored
-    from .runner import StopRequest
+def cmd_run(args, settings: Settings, proc) -> int:
+    from .runner import execute_run
 
-    settings = apply_run_options(settings, args)
-    setup_logging(settings)
-    stop = StopRequest()
-    with handle_signals(stop):
-        result = run_monitored(settings, stop=stop)
-    return result.exit_code
+    with handle_signals(proc.stop):
+        proc.result = execute_run(
+            settings, deadline=proc.deadline(settings), stop=proc.stop, hooks=proc.hooks()
+        )
+    return proc.result.exit_code
 
 
-def cmd_token(args, settings: Settings) -> int:
-
+def cmd_token(args, settings: Settings, proc) -> int:
     scope = api_key_auth.SCOPE_READ if args.scope == "read" else api_key_auth.SCOPE_REFRESH
     try:
         token = api_key_auth.mint_client_token(
             args.client_id, settings.require_secret(), scope=scope, ttl_seconds=args.ttl
         )
     except ValueError as exc:
-        raise RefreshError(str(exc)) from exc
+        raise ConfigError(str(exc)) from exc
     print(token)
     return 0
 
 
-def cmd_db(args, settings: Settings) -> int:
+def cmd_db(args, settings: Settings, proc) -> int:
     from . import db
 
-    setup_logging(settings)
+    if args.db_command == "stop":
+        print(db.stop_embedded(settings.data_dir))
+        return 0
     url = db.database_url(settings)
     with db.connection(url) as conn:
+        if args.db_command == "prune":
+            from .prune import prune
+
+            db.require_runner_tables(conn)
+            days = settings.history_days if args.days is None else args.days
+            if not days:
+                print("REFRESH_HISTORY_DAYS is 0: the whole history is kept, nothing pruned")
+                return 0
+            print(f"Pruned {prune(conn, days)} ({days} days kept) in {db.describe(url)}")
+            return 0
         db.init_schema(conn)
-        print(f"Runner tables ready (refresh_runs, refresh_jobs) in {db.describe(url)}")
+        print(
+            f"Runner tables ready (refresh_runs, refresh_jobs, refresh_state) in {db.describe(url)}"
+        )
         if args.with_api_schema:
             from dashboard_api.db import init_schema as init_api_schema
 
@@ -279,10 +192,9 @@ def cmd_db(args, settings: Settings) -> int:
     return 0
 
 
-def cmd_serve(args, settings: Settings) -> int:
+def cmd_serve(args, settings: Settings, proc) -> int:
     from . import db
 
-    setup_logging(settings)
     secret = settings.require_secret()
     url = db.database_url(settings)
     from dashboard_api import create_app
@@ -290,8 +202,8 @@ def cmd_serve(args, settings: Settings) -> int:
     from dashboard_api.server import serve
 
     # The API reads its own settings (CACHE_TTL, API_MAX_CONCURRENT_COMPUTES) as under
-    # gunicorn; only the database and the secret come from the runner's resolution.
-    app = create_app({**from_environ(), "DATABASE_URL": url, "API_SECRET_KEY": secret})
+    # gunicorn, from the same environment; the database and the secret come from here.
+    app = create_app({**from_environ(proc.environ), "DATABASE_URL": url, "API_SECRET_KEY": secret})
     print(
         f"Serving the reference dashboard API on http://{args.host}:{args.port} "
         "(development server; use gunicorn in production)"
@@ -300,134 +212,66 @@ def cmd_serve(args, settings: Settings) -> int:
     return 0
 
 
-def cmd_check(args, settings: Settings) -> int:
+def cmd_check(args, settings: Settings, proc) -> int:
     from .check import run_checks
 
-    if args.platform:
-        settings = settings.replace(platforms=tuple(p for p in PLATFORMS if p in args.platform))
-    return run_checks(settings, clients=tuple(args.client or ()))
+    return run_checks(settings)
 
 
-def cmd_status(args, settings: Settings) -> int:
+def cmd_status(args, settings: Settings, proc) -> int:
     from .status import show_status
 
     return show_status(settings, as_json=args.json, max_age_hours=args.max_age, runs=args.runs)
 
 
-def cmd_demo(args, settings: Settings) -> int:
+def cmd_demo(args, settings: Settings, proc) -> int:
     from .demo import run_demo
 
-    return run_demo(
-        settings, clients=args.clients, skus=args.skus, orders_per_day=args.orders_per_day
-    )
+    with handle_signals(proc.stop):
+        return run_demo(settings, args, proc)
+
+
+def _explain_settings(exc: ConfigError) -> None:
+    """Show settings that could not be read as the checklist's first, failed line."""
+    from .check import invalid_settings
+    from .console import output_console, print_check
+
+    console = output_console()
+    print_check(console, invalid_settings(exc))
+    console.print(f"✗ settings invalid; exit {exc.exit_code}", style="red", soft_wrap=True)
+
+
+def _check_settings(settings: Settings, args) -> Settings:
+    changes: dict = {}
+    if args.client:
+        changes["clients"] = tuple(dict.fromkeys(args.client))
+    if args.platform:
+        chosen = {p for group in args.platform for p in group}
+        changes["platforms"] = tuple(p for p in PLATFORMS if p in chosen)
+    return settings.replace(**changes)
 
 
 COMMANDS = {
-    "run": cmd_run,
-    "token": cmd_token,
-    "db": cmd_db,
-    "serve": cmd_serve,
-    "check": cmd_check,
-    "status": cmd_status,
-    "demo": cmd_demo,
+    "run": Command(cmd_run, run=True, logs=True, configure=apply_run_options),
+    "token": Command(cmd_token),
+    "db": Command(cmd_db, logs=True),
+    "serve": Command(cmd_serve, logs=True),
+    "check": Command(cmd_check, configure=_check_settings, explain=_explain_settings),
+    "status": Command(cmd_status),
+    "demo": Command(
+        cmd_demo, run=True, logs=True, configure=lambda s, _a: s.replace(trigger="demo")
+    ),
 }
-
-
-@contextlib.contextmanager
-def handle_signals(stop):
-    """Turn SIGTERM/SIGINT (SIGBREAK on Windows) into a clean stop; a second one exits now."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    names = [n for n in ("SIGTERM", "SIGINT", "SIGBREAK") if hasattr(signal, n)]
-
-    def on_signal(signum, _frame):
-        name = signal.Signals(signum).name
-        if stop.is_set() and (stop.reason or "").startswith("received "):
-            log.error("Received %s again: exiting now; the next run marks this one abandoned", name)
-            logging.shutdown()
-            os._exit(6)
-        log.warning("Received %s: no new job starts; jobs in flight finish", name)
-        stop.request(f"received {name}")
-
-    previous = {n: signal.signal(getattr(signal, n), on_signal) for n in names}
-    try:
-        yield
-    finally:
-        for name, handler in previous.items():
-            signal.signal(getattr(signal, name), handler)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run one command and return its exit code (INTERFACE.md section 4)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error (2)
-        return int(exc.code or 0)
-    environ = prepare_process(environ)
-    try:
-        try:
-            settings = Settings.from_env(environ)
-        except ConfigError as exc:
-            if args.command != "check":
-                raise
-            from .check import report_invalid_settings
 
-            # The checklist shows bad settings as its first failed line, with the fix.
-            return report_invalid_settings(exc)
-        return COMMANDS[args.command](args, settings)
-    except RefreshError as exc:
-        _report(exc, environ)
-        return exc.exit_code
-    except psycopg2.Error as exc:
-        # A database error no module expected (a dropped table, a revoked grant) is still
-        # the database's problem: exit 4 with the driver's words, not a traceback.
-        error = DatabaseError(
-            f"database error: {first_line(exc)}",
-            hint="check the database; `analytics-refresh db init` repairs the runner's tables",
-        )
-        _report(error, environ)
-        return error.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 6
+    def parse():
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command], args
 
-
-def prepare_process(environ: Mapping[str, str] | None) -> Mapping[str, str]:
-    """Make the console safe to print to and return the environment to read settings from.
-
-    With no ``environ`` given, ``.env`` in the working directory is loaded first; the real
-    environment wins over it, so a scheduler's settings are never undone.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        # A redirected console on Windows is cp1252: print ✓ and emoji as escapes there
-        # rather than crash a status check or lose a log line.
-        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
-        if encoding != "utf8" and hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
-    if environ is not None:
-        return environ
-    from dotenv import load_dotenv
-
-    load_dotenv(Path.cwd() / ".env", override=False)
-    return os.environ
-
-
-def raw_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
-    """Return the secrets to mask, read from the raw environment (settings may be invalid)."""
-    found = (environ.get("API_SECRET_KEY", ""), database_password(environ.get("DATABASE_URL")))
-    return tuple(s for s in found if s)
-
-
-def _report(exc: RefreshError, environ: Mapping[str, str]) -> None:
-    """Say what went wrong on stderr and, when logging is set up, in the log."""
-    message = redact(str(exc), raw_secrets(environ))
-    name = type(exc).__name__
-    if log.handlers:
-        log.error("❌ %s (exit %d): %s", name, exc.exit_code, message)
-    if not any(getattr(h, "stream", None) is sys.stderr for h in log.handlers):
-        sys.stderr.write(f"analytics-refresh: {message}\n")
+    return execute(parse, environ)
 
 
 def main_entry() -> None:

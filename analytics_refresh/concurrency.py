@@ -372,8 +372,21 @@ def _overloaded(attempt: Attempt) -> bool:
     return attempt.http_status is None and (attempt.error or "").startswith("timed out")
 
 
-def make_limit(ceiling: int, adaptive: bool, expected: Mapping[Hashable, float] | None = None):
-    """Return the run's limit: adaptive under ``ceiling``, or fixed at it."""
+def make_limit(
+    ceiling: int,
+    adaptive: bool,
+    expected: Mapping[Hashable, float] | None = None,
+    learned: int | None = None,
+):
+    """Return the run's limit: adaptive under ``ceiling``, or fixed at it.
+
+    An adaptive limit starts where the last run settled (``learned``), without the slow
+    start: that run measured the backend's capacity two hours ago, and beginning at 4 would
+    only earn 503s or waste the first minutes finding it again.
+    """
     if adaptive and ceiling > 1:
-        return AdaptiveLimit(ceiling, expected)
+        limit = AdaptiveLimit(ceiling, expected, initial=learned)
+        if learned:
+            limit.slow_start = False
+        return limit
     return FixedLimit(ceiling)

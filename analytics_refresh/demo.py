@@ -17,17 +17,13 @@ from rich.table import Table
 import api_key_auth
 
 from . import db
+from . import statements as sql
 from .logs import setup_logging
-from .monitoring import run_monitored
-from .runner import StopRequest
+from .runner import execute_run
 from .settings import Settings
 
-COUNT_FRESH_ROWS = """
-    SELECT count(*) FROM {table} WHERE computed_at >= to_timestamp(%s)
-"""
 
-
-def run_demo(settings: Settings, *, clients: int, skus: int, orders_per_day: int) -> int:
+def run_demo(settings: Settings, args, proc) -> int:
     """Build (or reuse) the demo system, refresh it once, and return the run's exit code."""
     # Only the demo reaches into the reference API, and only here, so a user with their
     # own backend can delete dashboard_api/ and keep everything else.
@@ -45,13 +41,15 @@ def run_demo(settings: Settings, *, clients: int, skus: int, orders_per_day: int
         db.init_schema(conn)
         init_api_schema(conn)
         started = time.monotonic()
-        client_ids = load_demo(conn, clients=clients, skus=skus, orders_per_day=orders_per_day)
+        client_ids = load_demo(
+            conn, clients=args.clients, skus=args.skus, orders_per_day=args.orders_per_day
+        )
         console.print(
             f"[bold]2/4[/] Demo data: {len(client_ids)} connected clients "
             f"({time.monotonic() - started:.1f}s)"
         )
 
-    app = create_app({**from_environ(), "DATABASE_URL": url, "API_SECRET_KEY": secret})
+    app = create_app({**from_environ(proc.environ), "DATABASE_URL": url, "API_SECRET_KEY": secret})
     server = start_background(app, host="127.0.0.1", port=0)
     try:
         console.print(f"[bold]3/4[/] Reference dashboard API on {server.url}")
@@ -60,7 +58,10 @@ def run_demo(settings: Settings, *, clients: int, skus: int, orders_per_day: int
         )
         setup_logging(run_settings, interactive=True)
         console.print("[bold]4/4[/] One refresh run, as cron would start it:")
-        result = run_monitored(run_settings, stop=StopRequest())
+        proc.settings = run_settings
+        proc.result = result = execute_run(
+            run_settings, deadline=proc.deadline(run_settings), stop=proc.stop, hooks=proc.hooks()
+        )
         if result.records:
             _show_cache(console, url, result)
             _show_dashboard(console, server.url, secret, result)
@@ -72,7 +73,7 @@ def run_demo(settings: Settings, *, clients: int, skus: int, orders_per_day: int
 
 def _show_cache(console: Console, url: str, result) -> None:
     """Count the cache rows each client's table got from this run."""
-    from psycopg2 import sql
+    from psycopg2.sql import SQL, Identifier
 
     table = Table(title="Cache rows written by this run")
     table.add_column("client")
@@ -84,8 +85,8 @@ def _show_cache(console: Console, url: str, result) -> None:
             by_client[record.job.client_id] = by_client.get(record.job.client_id, 0) + 1
     with db.connection(url) as conn, conn.cursor() as cur:
         for client_id, jobs in sorted(by_client.items()):
-            name = sql.Identifier(f"{client_id}_cached_responses")
-            cur.execute(sql.SQL(COUNT_FRESH_ROWS).format(table=name), (result.started_at,))
+            name = Identifier(f"{client_id}_cached_responses")
+            cur.execute(SQL(sql.COUNT_FRESH_CACHE_ROWS).format(table=name), (result.started_at,))
             table.add_row(client_id, str(jobs), str(cur.fetchone()[0]))
     console.print(table)
 

@@ -1,7 +1,8 @@
 """The exceptions the runner raises on purpose, each carrying its exit code.
 
-The CLI turns these into exit codes in one place (``cli.main``). The docstring of each
-class is its default message; a driver's own exception is kept as ``__cause__``.
+``exit_code()`` is the one mapping from any exception to the process's exit code
+(INTERFACE.md section 4); ``process.execute`` applies it for every command. The docstring
+of each class is its default message; a driver's own exception is kept as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ class RefreshError(Exception):
         super().__init__(message or (self.__doc__ or "").strip())
         self.hint = hint
 
+    @property
+    def message(self) -> str:
+        """The message without the hint."""
+        return self.args[0] if self.args else (self.__doc__ or "").strip()
+
     def __str__(self) -> str:
-        text = super().__str__()
-        return f"{text}\n  fix: {self.hint}" if self.hint else text
+        return f"{self.message}\n  fix: {self.hint}" if self.hint else self.message
 
 
 class UsageError(RefreshError):
@@ -45,10 +50,24 @@ class LockHeld(RefreshError):
     exit_code = 5
 
 
-class LockLost(RefreshError):
-    """The database session holding the run lock was lost; exclusivity is no longer certain."""
+class Interrupted(RefreshError):
+    """The run was stopped by a signal before it could finish."""
 
     exit_code = 6
+
+
+def exit_code(exc: BaseException) -> int:
+    """Return the exit code a process ends with when ``exc`` escapes a command."""
+    if isinstance(exc, RefreshError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted.exit_code
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    # A driver error that escaped the database boundary is still the database's problem.
+    if type(exc).__module__.startswith("psycopg2"):
+        return DatabaseError.exit_code
+    return 1
 
 
 def first_line(exc: BaseException) -> str:

@@ -1,8 +1,10 @@
-"""The run's record in ``refresh_runs`` and ``refresh_jobs`` (INTERFACE.md section 6).
+"""The run's record: its ``refresh_runs`` row, its jobs' rows and their keys' state.
 
-Every planned job gets a ``not_attempted`` row before the first request, and each row is
-updated the moment its job ends. A run killed at any point therefore leaves a true record:
-what finished says so, and everything else says ``not_attempted``.
+Every planned job gets a ``not_attempted`` row before the first request. A finished job is
+queued and written within a fraction of a second, together with its key's
+``refresh_state`` row in one statement, in batches so that the writes cost little per job;
+``flush()`` writes what is queued, and every way out of a run flushes. A run killed at any
+point therefore leaves a true record: what was written says so, the rest ``not_attempted``.
 """
 
 from __future__ import annotations
@@ -17,66 +19,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extras
 
-from .db import connect
-from .errors import DatabaseError, first_line
+from . import db
+from . import statements as sql
+from .clock import Deadline
+from .errors import DatabaseError, RefreshError, first_line
 from .plan import Job
+from .text import int4, plain
 
 log = logging.getLogger(__name__)
 
 # Five tries over about 7.5 s ride out a database restart or a failover's switch.
 RECONNECT_ATTEMPTS = 5
+# After the deadline the run still records how it ended, with this long for each write.
+FINAL_WRITE_SECONDS = 5.0
+MAX_ERROR_TEXT = 1000
+BATCH_ROWS = 500
 # What a JSON log line says of a job (the error text is already in its message).
 LOGGED_COLUMNS = ("client_id", "platform", "status", "attempts", "http_status", "duration_ms")
-
-INSERT_RUN = """
-    INSERT INTO refresh_runs (run_id, trigger, host, shard, pid, status, exit_code, note,
-                              finished_at)
-    VALUES (%(run_id)s, %(trigger)s, %(host)s, %(shard)s, %(pid)s, %(status)s, %(exit_code)s,
-            %(note)s, CASE WHEN %(status)s = 'running' THEN NULL ELSE now() END)
-    ON CONFLICT (run_id) DO NOTHING
-"""
-
-# Rows left 'running' by a run that died; only a lock holder may call them abandoned. An
-# unsharded run holds every lock's ground, so no other run can be alive; a shard's run
-# knows its own shard and every other shard count are not running (lock.py).
-MARK_ABANDONED = """
-    UPDATE refresh_runs SET status = 'abandoned', finished_at = now(),
-           note = 'left running by a run that ended without finishing'
-    WHERE status = 'running' AND run_id <> %(run_id)s
-      AND (%(shard)s = '' OR shard = %(shard)s OR split_part(shard, '/', 2) <> %(count)s)
-    RETURNING run_id
-"""
-
-INSERT_PLANNED_JOBS = """
-    INSERT INTO refresh_jobs (run_id, client_id, platform, status) VALUES %s
-"""
-
-FINISH_JOB = """
-    UPDATE refresh_jobs
-    SET status = %(status)s, attempts = %(attempts)s, http_status = %(http_status)s,
-        duration_ms = %(duration_ms)s, platform_count = %(platform_count)s,
-        sku_count = %(sku_count)s, error = %(error)s, finished_at = now()
-    WHERE run_id = %(run_id)s AND client_id = %(client_id)s AND platform = %(platform)s
-"""
-
-FINISH_RUN = """
-    UPDATE refresh_runs
-    SET status = %(status)s, exit_code = %(exit_code)s, finished_at = now(), note = %(note)s,
-        jobs_total = %(total)s, jobs_succeeded = %(succeeded)s, jobs_failed = %(failed)s,
-        jobs_not_attempted = %(not_attempted)s, jobs_skipped = %(skipped)s
-    WHERE run_id = %(run_id)s
-"""
-
-# The newest success of each client x platform, for skip-fresh and longest-first ordering.
-LAST_SUCCESSES = """
-    SELECT DISTINCT ON (client_id, platform)
-           client_id::text, platform, finished_at, duration_ms
-    FROM refresh_jobs
-    WHERE status = 'succeeded'
-    ORDER BY client_id, platform, finished_at DESC
-"""
 
 
 @dataclass(frozen=True)
@@ -91,20 +53,41 @@ class JobRecord:
     platform_count: int | None = None
     sku_count: int | None = None
     error: str | None = None
+    change_key: str | None = None
+    # Why earlier attempts failed ("HTTP 503", ...), for the log line; not stored.
+    retried_after: tuple[str, ...] = ()
 
     def columns(self) -> dict:
-        """Return the record as ``refresh_jobs`` columns (without the run id)."""
+        """Return the record as ``refresh_jobs`` columns: any text made plain, any number
+        that does not fit dropped, so whatever the API sent, the row can be written."""
         return {
             "client_id": self.job.client_id,
             "platform": self.job.platform,
             "status": self.status,
-            "attempts": self.attempts,
-            "http_status": self.http_status,
-            "duration_ms": self.duration_ms,
-            "platform_count": self.platform_count,
-            "sku_count": self.sku_count,
-            "error": self.error,
+            "attempts": int4(self.attempts) or 0,
+            "http_status": int4(self.http_status),
+            "duration_ms": int4(self.duration_ms),
+            "platform_count": int4(self.platform_count),
+            "sku_count": int4(self.sku_count),
+            "error": None if self.error is None else plain(self.error, MAX_ERROR_TEXT),
         }
+
+    def row(self, run_id: str) -> tuple:
+        c = self.columns()
+        key = None if self.change_key is None else plain(self.change_key, MAX_ERROR_TEXT)
+        return (
+            run_id,
+            c["client_id"],
+            c["platform"],
+            c["status"],
+            c["attempts"],
+            c["http_status"],
+            c["duration_ms"],
+            c["platform_count"],
+            c["sku_count"],
+            c["error"],
+            key,
+        )
 
     def log_fields(self) -> dict:
         """Return the fields a JSON log line carries for this job."""
@@ -112,41 +95,78 @@ class JobRecord:
         return {k: columns[k] for k in LOGGED_COLUMNS}
 
 
+@dataclass(frozen=True)
+class OtherRun:
+    """A run row left ``running`` by another process, and how fresh its lease is."""
+
+    run_id: str
+    host: str
+    pid: int | None
+    lease_age: float
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} on {self.host} (pid {self.pid})"
+
+
 class History:
     """Writes one run's rows on a connection of its own, reconnecting when it drops."""
 
-    def __init__(self, url: str, *, trigger: str, shard: str = ""):
+    def __init__(self, url: str, *, trigger: str, shard: str = "", deadline: Deadline):
         self.url = url
         self.run_id = str(uuid.uuid4())
         self.trigger = trigger
         self.shard = shard
+        self.deadline = deadline
         self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.failures = 0  # job records that could not be written
         self._conn = None
+        self._timeout = 0.0
         self._mutex = threading.Lock()
+        self._pending: list[JobRecord] = []
+        self._pending_mutex = threading.Lock()
 
+    # -- the connection -------------------------------------------------------------------
     def _execute(self, action: Callable) -> object:
         """Run ``action(cursor)``; on a lost connection reconnect and run it again."""
         with self._mutex:
             for attempt in range(1, RECONNECT_ATTEMPTS + 1):
                 try:
                     if self._conn is None or self._conn.closed:
-                        self._conn = connect(self.url, application_name="analytics-refresh")
+                        self._conn = db.connect(self.url, application_name="analytics-refresh")
+                        self._timeout = db.STATEMENT_SECONDS
+                    self._bound()
                     with self._conn.cursor() as cur:
                         return action(cur)
                 except (psycopg2.OperationalError, psycopg2.InterfaceError, DatabaseError) as exc:
+                    if isinstance(exc, psycopg2.errors.QueryCanceled):
+                        raise db.translate(exc, self.url) from exc
                     # Every statement here is idempotent, so repeating one is safe.
                     if self._conn is not None:
                         self._conn.close()
                     self._conn = None
                     if attempt == RECONNECT_ATTEMPTS:
-                        raise
+                        if isinstance(exc, RefreshError):
+                            raise
+                        raise db.translate(exc, self.url) from exc
                     log.warning(
                         "History write lost its connection (%s); reconnecting",
                         first_line(exc),
                     )
                     time.sleep(0.5 * 2 ** (attempt - 1))
+                except psycopg2.Error as exc:
+                    raise db.translate(exc, self.url) from exc
             return None
 
+    def _bound(self) -> None:
+        """Keep each write within what the deadline leaves (and a short grace after it)."""
+        remaining = self.deadline.remaining()
+        wanted = db.STATEMENT_SECONDS if remaining > db.STATEMENT_SECONDS else FINAL_WRITE_SECONDS
+        if wanted != self._timeout:
+            db.bound(self._conn, wanted)
+            self._timeout = wanted
+
+    # -- the run row ----------------------------------------------------------------------
     def record_run(self, status: str, *, exit_code: int | None = None, note: str | None = None):
         """Insert this run's row (``running``, or final at once for a skipped run)."""
         params = {
@@ -154,25 +174,58 @@ class History:
             "trigger": self.trigger,
             "host": self.host,
             "shard": self.shard,
-            "pid": os.getpid(),
+            "pid": self.pid,
             "status": status,
             "exit_code": exit_code,
             "note": note,
         }
-        self._execute(lambda cur: cur.execute(INSERT_RUN, params))
+        self._execute(lambda cur: cur.execute(sql.INSERT_RUN, params))
 
-    def mark_abandoned(self) -> list[str]:
-        """Mark runs left ``running`` by a killed run as ``abandoned``; return their ids."""
+    def renew_lease(self) -> None:
+        self._execute(lambda cur: cur.execute(sql.RENEW_LEASE, {"run_id": self.run_id}))
+
+    def running_elsewhere(self) -> list[OtherRun]:
+        """Return the rows left ``running`` that no run holding a lock now can own."""
+        count = self.shard.partition("/")[2]
+        params = {"shard": self.shard, "count": count, "run_id": self.run_id}
 
         def action(cur):
-            count = self.shard.partition("/")[2]
-            cur.execute(
-                MARK_ABANDONED, {"shard": self.shard, "count": count, "run_id": self.run_id}
-            )
-            return [str(row[0]) for row in cur.fetchall()]
+            cur.execute(sql.RUNNING_ELSEWHERE, params)
+            return [OtherRun(r, h, p, age) for r, h, p, age in cur.fetchall()]
 
         return self._execute(action)
 
+    def mark_abandoned(self, other: OtherRun, note: str) -> None:
+        params = {"run_id": other.run_id, "note": note}
+        self._execute(lambda cur: cur.execute(sql.MARK_ABANDONED, params))
+
+    def finish_run(
+        self,
+        status: str,
+        exit_code: int,
+        counts: dict,
+        note: str | None,
+        concurrency_limit: int | None = None,
+    ) -> None:
+        params = {
+            "run_id": self.run_id,
+            "status": status,
+            "exit_code": exit_code,
+            "note": None if note is None else plain(note, MAX_ERROR_TEXT),
+            "concurrency_limit": concurrency_limit,
+            **counts,
+        }
+        self._execute(lambda cur: cur.execute(sql.FINISH_RUN, params))
+
+    def learned_limit(self) -> int | None:
+        def action(cur):
+            cur.execute(sql.LEARNED_LIMIT, (self.shard,))
+            row = cur.fetchone()
+            return row[0] if row else None
+
+        return self._execute(action)
+
+    # -- the jobs' rows -------------------------------------------------------------------
     def record_planned(self, jobs: Sequence[Job], records: Sequence[JobRecord] = ()) -> None:
         """Insert a ``not_attempted`` row for every job, then the final rows of ``records``."""
         run_id = self.run_id
@@ -180,38 +233,47 @@ class History:
         def action(cur):
             psycopg2.extras.execute_values(
                 cur,
-                INSERT_PLANNED_JOBS + " ON CONFLICT DO NOTHING",
+                sql.INSERT_PLANNED_JOBS,
                 ((run_id, j.client_id, j.platform, "not_attempted") for j in jobs),
                 page_size=1000,
             )
 
         self._execute(action)
-        for record in records:
-            self.record_job(record)
+        if records:
+            self._write(list(records))
 
     def record_job(self, record: JobRecord) -> None:
-        """Write how a job ended (idempotent: it overwrites the job's row)."""
-        params = {"run_id": self.run_id, **record.columns()}
-        self._execute(lambda cur: cur.execute(FINISH_JOB, params))
+        """Queue how a job ended; the next ``flush()`` (a fraction of a second) writes it."""
+        with self._pending_mutex:
+            self._pending.append(record)
 
-    def finish_run(self, status: str, exit_code: int, counts: dict, note: str | None) -> None:
-        params = {
-            "run_id": self.run_id,
-            "status": status,
-            "exit_code": exit_code,
-            "note": note,
-            **counts,
-        }
-        self._execute(lambda cur: cur.execute(FINISH_RUN, params))
+    def flush(self) -> int:
+        """Write every queued job record; return how many could not be written."""
+        with self._pending_mutex:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return 0
+        try:
+            self._write(batch)
+        except RefreshError as exc:
+            self.failures += len(batch)
+            log.error(
+                "❌ Could not record %d finished jobs in refresh_jobs: %s",
+                len(batch),
+                first_line(exc),
+            )
+            return len(batch)
+        return 0
 
-    def last_successes(self) -> dict[tuple[str, str], tuple[float, int | None]]:
-        """Return {(client_id, platform): (finished_at epoch, duration_ms)} of past successes."""
+    def _write(self, records: list[JobRecord]) -> None:
+        rows = [r.row(self.run_id) for r in records]
 
         def action(cur):
-            cur.execute(LAST_SUCCESSES)
-            return {(c, p): (f.timestamp(), d) for c, p, f, d in cur}
+            psycopg2.extras.execute_values(
+                cur, sql.FINISH_JOBS, rows, template=sql.FINISH_JOBS_TEMPLATE, page_size=BATCH_ROWS
+            )
 
-        return self._execute(action)
+        self._execute(action)
 
     def close(self) -> None:
         with self._mutex:

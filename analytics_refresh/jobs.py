@@ -7,18 +7,19 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import api_key_auth
 
 from .client import Attempt, RefreshClient, Verdict
-from .concurrency import AdaptiveLimit, make_limit
-from .errors import first_line
+from .clock import Deadline
+from .concurrency import AdaptiveLimit
 from .history import History, JobRecord
-from .lock import RunLock
+from .keeper import Keeper
 from .ordering import JobQueue
 from .plan import Job
 from .retry import RetryPolicy
-from .settings import Settings
+from .stop import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -33,151 +34,111 @@ ADAPTIVE_POLL_SECONDS = 0.05
 NO_ANSWER = Attempt(Verdict.FAIL, error="internal error")
 
 
-class StopRequest:
-    """Set by a signal handler (or a test): no new job starts once it is set."""
+@dataclass
+class RunParts:
+    """The collaborators of one run, built in one place (runner.py) and passed in."""
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.reason: str | None = None
-
-    def request(self, reason: str) -> None:
-        if not self._event.is_set():
-            self.reason = reason
-            self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, seconds: float) -> bool:
-        return self._event.wait(max(seconds, 0.0))
+    client: RefreshClient
+    policy: RetryPolicy
+    limiter: object  # concurrency.FixedLimit | concurrency.AdaptiveLimit
+    history: History
+    keeper: Keeper
+    stop: StopRequest
+    deadline: Deadline
+    secret: str
+    timeout: float
+    concurrency: int
+    expected: Mapping[Job, float] = field(default_factory=dict)
+    # The change key each job's data had when the run began, stored with its success.
+    change_keys: Mapping[Job, str] = field(default_factory=dict)
+    on_job_done: Callable[[JobRecord], None] | None = None
 
 
 class JobRunner:
     """State shared by the dispatcher and the worker threads of one run."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        url: str,
-        history: History,
-        lock: RunLock,
-        stop: StopRequest,
-        on_job_done: Callable[[JobRecord], None] | None,
-        expected: Mapping[Job, float] | None = None,
-    ):
-        self.settings = settings
-        self.secret = settings.require_secret()
-        self.url = url
-        self.history = history
-        self.lock = lock
-        self.stop = stop
-        self.on_job_done = on_job_done
-        self.client = RefreshClient(settings)
-        self.policy = RetryPolicy(max_attempts=settings.max_attempts)
-        # Seconds each job took last time: the adaptive limit's yardstick, the queue's order.
-        self.expected: Mapping[Job, float] = expected or {}
-        self.limiter = make_limit(settings.concurrency, settings.adaptive, self.expected)
+    def __init__(self, parts: RunParts):
+        self.parts = parts
+        self.limiter = parts.limiter
+        self.stop = parts.stop
+        self.deadline = parts.deadline
         adaptive = isinstance(self.limiter, AdaptiveLimit)
         self.poll_seconds = ADAPTIVE_POLL_SECONDS if adaptive else POLL_SECONDS
-        self.started = time.monotonic()
-        self.deadline_at = self.started + settings.deadline
         self.records: list[JobRecord] = []
         self.retries = 0
         # Jobs whose next attempt a stop request cancelled: the run is then incomplete.
         self.cut_short = 0
-        self.lock_lost = False
-        self.history_failures = 0
         self._mutex = threading.Lock()
         self._slots = threading.Condition()
         self._active = 0  # jobs in flight
         self._front = 0  # of which from the front of the order (ordering.JobQueue)
 
     # -- when to stop --------------------------------------------------------------------
-    def remaining(self) -> float:
-        return self.deadline_at - time.monotonic()
-
     def stop_reason(self) -> str | None:
         """Return why no new job may start, or None while jobs may start."""
         if self.stop.is_set():
             return self.stop.reason
-        if self.remaining() < MIN_REQUEST_SECONDS:
-            self.stop.request(f"deadline of {self.settings.deadline:g}s reached")
-            return self.stop.reason
-        if not self.lock.still_held():
-            self.lock_lost = True
-            self.stop.request(
-                "the database session holding the run lock was lost, so another run could "
-                "start; exclusivity cannot be guaranteed"
-            )
-            return self.stop.reason
-        return None
+        if self.deadline.remaining() < MIN_REQUEST_SECONDS:
+            self.stop.request(f"{self.deadline} reached")
+        elif not self.parts.keeper.check_lock():
+            pass  # the keeper has set the stop request
+        return self.stop.reason if self.stop.is_set() else None
 
     # -- one job --------------------------------------------------------------------------
     def mint(self, job: Job) -> str:
         return api_key_auth.mint_client_token(
-            job.client_id, self.secret, ttl_seconds=TOKEN_TTL_SECONDS
+            job.client_id, self.parts.secret, ttl_seconds=TOKEN_TTL_SECONDS
         )
 
     def execute(self, job: Job) -> JobRecord:
         """Refresh one job with retries; never raises."""
         started = time.monotonic()
         attempts, reminted = 0, False
+        earlier: list[str] = []  # why each earlier attempt failed
         try:
             token = self.mint(job)
             while True:
                 attempts += 1
-                read_timeout = max(
-                    MIN_REQUEST_SECONDS, min(self.settings.timeout, self.remaining())
+                timeout = max(
+                    MIN_REQUEST_SECONDS, min(self.parts.timeout, self.deadline.remaining())
                 )
-                attempt = self.request(job, token, read_timeout)
+                attempt = self.request(job, token, timeout)
                 if attempt.verdict is Verdict.SUCCESS:
-                    return self.finish(job, "succeeded", attempts, started, attempt)
+                    return self.finish(job, "succeeded", attempts, started, attempt, earlier)
                 if attempt.verdict is Verdict.REAUTH and not reminted:
                     # The token may have expired in a long backoff: mint once and try again.
                     token, reminted = self.mint(job), True
+                    earlier.append(attempt.error or "HTTP 401")
                     self.count_retry()
                     continue
-                if attempt.verdict is not Verdict.RETRY or not self.policy.should_retry(attempts):
-                    return self.finish(job, "failed", attempts, started, attempt)
-                delay = self.policy.delay(attempts, attempt.retry_after)
-                if delay > self.remaining() - MIN_REQUEST_SECONDS:
-                    return self.finish(
-                        job,
-                        "failed",
-                        attempts,
-                        started,
-                        attempt,
-                        "no time left before the deadline to retry",
-                    )
-                if self.stop.wait(delay):
+                if attempt.verdict is not Verdict.RETRY or not self.parts.policy.should_retry(
+                    attempts
+                ):
+                    return self.finish(job, "failed", attempts, started, attempt, earlier)
+                delay = self.parts.policy.delay(attempts, attempt.retry_after)
+                if delay > self.deadline.remaining() - MIN_REQUEST_SECONDS:
+                    note = "no time left before the deadline to retry"
+                    return self.finish(job, "failed", attempts, started, attempt, earlier, note)
+                # A stop request (a signal, a lost lock) ends the wait and the job at once.
+                if self.stop.wait(delay) or self.stop_reason() is not None:
                     with self._mutex:
                         self.cut_short += 1
-                    return self.finish(
-                        job,
-                        "failed",
-                        attempts,
-                        started,
-                        attempt,
-                        f"not retried: {self.stop.reason}",
-                    )
+                    note = f"not retried: {self.stop.reason}"
+                    return self.finish(job, "failed", attempts, started, attempt, earlier, note)
+                earlier.append(attempt.error or "failed")
                 self.count_retry()
         except Exception as exc:  # a bug must cost one job, never the run
             log.exception("Unexpected error refreshing %s", job)
-            return self.finish(
-                job,
-                "failed",
-                attempts,
-                started,
-                Attempt(Verdict.FAIL, error=f"internal error: {type(exc).__name__}"),
-            )
+            failure = Attempt(Verdict.FAIL, error=f"internal error: {type(exc).__name__}")
+            return self.finish(job, "failed", attempts, started, failure, earlier)
 
-    def request(self, job: Job, token: str, read_timeout: float) -> Attempt:
+    def request(self, job: Job, token: str, timeout: float) -> Attempt:
         """Make one attempt and tell the limiter how it went."""
         limit = self.limiter.limit
         ticket = self.limiter.begin(job)
         attempt = NO_ANSWER
         try:
-            attempt = self.client.refresh(job, token, read_timeout)
+            attempt = self.parts.client.refresh(job, token, timeout)
         finally:
             self.limiter.observe(ticket, attempt)
         if self.limiter.limit > limit:
@@ -196,6 +157,7 @@ class JobRunner:
         attempts: int,
         started: float,
         attempt: Attempt,
+        earlier: Sequence[str] = (),
         note: str | None = None,
     ) -> JobRecord:
         seconds = time.monotonic() - started
@@ -211,66 +173,60 @@ class JobRunner:
             attempt.platform_count,
             attempt.sku_count,
             error,
+            change_key=self.parts.change_keys.get(job),
+            retried_after=tuple(earlier),
         )
-        detail = f"[{seconds:.2f}s, attempt {attempts}]"
+        after = f" after {', '.join(_summarise(earlier))}" if earlier else ""
         if status == "succeeded":
             log.info(
-                "✅ SUCCESS - %s: %s platforms, %s SKUs %s",
+                "✅ SUCCESS - %s: %s platforms, %s SKUs [%.2fs, attempt %d%s]",
                 job,
                 _n(attempt.platform_count),
                 _n(attempt.sku_count),
-                detail,
+                seconds,
+                attempts,
+                after,
                 extra=record.log_fields(),
             )
         else:
             words = "attempt" if attempts == 1 else "attempts"
             extra = "; ".join(x for x in (attempt.detail, note) if x)
             log.error(
-                "❌ FAILED - %s: %s after %d %s%s [%.2fs]",
+                "❌ FAILED - %s: %s after %d %s%s [%.2fs%s]",
                 job,
                 attempt.error or "failed",
                 attempts,
                 words,
                 f" - {extra}" if extra else "",
                 seconds,
+                f", earlier attempts: {', '.join(_summarise(earlier))}" if earlier else "",
                 extra=record.log_fields(),
             )
         self.save(record)
         return record
 
     def save(self, record: JobRecord) -> None:
-        try:
-            self.history.record_job(record)
-        except Exception as exc:
-            with self._mutex:
-                self.history_failures += 1
-            log.error("Could not record %s in refresh_jobs: %s", record.job, first_line(exc))
+        self.parts.history.record_job(record)
         with self._mutex:
             self.records.append(record)
-        if self.on_job_done is not None:
-            self.on_job_done(record)
+        if self.parts.on_job_done is not None:
+            self.parts.on_job_done(record)
 
     # -- the run --------------------------------------------------------------------------
     def record_skipped(self, records: Sequence[JobRecord]) -> None:
-        """Log and count jobs skipped as fresh (their rows are written with the plan)."""
-        minutes = self.settings.skip_fresh_minutes
+        """Log and count skipped jobs (their rows are written with the plan)."""
         for record in records:
-            log.info(
-                "⏭ SKIPPED - %s: refreshed less than %g minutes ago (REFRESH_SKIP_FRESH_MINUTES)",
-                record.job,
-                minutes,
-                extra=record.log_fields(),
-            )
+            log.info("⏭ SKIPPED - %s: %s", record.job, record.error, extra=record.log_fields())
             with self._mutex:
                 self.records.append(record)
-            if self.on_job_done is not None:
-                self.on_job_done(record)
+            if self.parts.on_job_done is not None:
+                self.parts.on_job_done(record)
 
     def dispatch(self, jobs: Sequence[Job]) -> int:
         """Run ``jobs`` in order within the concurrency limit; return how many never started."""
         queue = JobQueue(jobs)
         with ThreadPoolExecutor(
-            max_workers=self.settings.concurrency, thread_name_prefix="refresh"
+            max_workers=self.parts.concurrency, thread_name_prefix="refresh"
         ) as pool:
             while queue:
                 with self._slots:
@@ -315,6 +271,14 @@ class JobRunner:
                 self._active -= 1
                 self._front -= front
                 self._slots.notify_all()
+
+
+def _summarise(reasons: Sequence[str]) -> list[str]:
+    """Return ``reasons`` with repeats counted: ``HTTP 503 x2, timed out after 5s``."""
+    counted: dict[str, int] = {}
+    for reason in reasons:
+        counted[reason] = counted.get(reason, 0) + 1
+    return [f"{r} x{n}" if n > 1 else r for r, n in counted.items()]
 
 
 def _n(value: int | None) -> str:

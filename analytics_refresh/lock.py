@@ -20,7 +20,7 @@ import time
 
 import psycopg2
 
-from .db import connect
+from .db import boundary, connect
 from .settings import Shard
 
 CHECK_INTERVAL_SECONDS = 1.0
@@ -60,7 +60,7 @@ class RunLock:
 
     def acquire(self) -> bool:
         self.conn = connect(self.url, application_name="analytics-refresh lock")
-        with self.conn.cursor() as cur:
+        with boundary(self.url), self.conn.cursor() as cur:
             self._held = self._try(cur)
         self._checked_at = time.monotonic()
         if not self._held:
@@ -82,13 +82,14 @@ class RunLock:
             return False
         return granted(TRY_EXCLUSIVE, lock_key(self.shard))
 
-    def still_held(self) -> bool:
-        """Return False once the lock's session is gone (checked at most once a second)."""
+    def still_held(self, *, now: bool = False) -> bool:
+        """Return False once the lock's session is gone (asked of the database at most once
+        a second, or at once with ``now``)."""
         with self._mutex:
             if not self._held or self.conn is None or self.conn.closed:
                 self._held = False
                 return False
-            if time.monotonic() - self._checked_at < CHECK_INTERVAL_SECONDS:
+            if not now and time.monotonic() - self._checked_at < CHECK_INTERVAL_SECONDS:
                 return True
             try:
                 with self.conn.cursor() as cur:

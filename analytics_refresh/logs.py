@@ -1,9 +1,11 @@
 """Logging, set up once per process and safe to set up again.
 
 Text records read ``YYYY-MM-DD HH:MM:SS - message`` (INTERFACE.md section 5) and go to
-``logs/analytics_refresh_cron.log`` (rotated by size) and, on a terminal, to stderr.
-``LOG_FORMAT=json`` writes one JSON object a line to stdout instead of the console, for
-containers. Every record passes through a filter that masks anything shaped like a token.
+``logs/analytics_refresh_cron.log`` (rotated by size) and, on a terminal or under systemd
+(``JOURNAL_STREAM``), to stderr. ``LOG_FORMAT=json`` writes one JSON object a line to stdout
+instead of the console, for containers. Every record passes through a filter that masks
+anything shaped like a token, and the text formatter escapes control characters, so the
+file stays plain text, one line a record, whatever bytes an API sent.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .settings import Settings
+from .text import plain
 
 LOGGER_NAME = "analytics_refresh"
 TEXT_FORMAT = "%(asctime)s - %(message)s"
@@ -55,6 +58,16 @@ class RedactFilter(logging.Filter):
         return True
 
 
+class PlainFormatter(logging.Formatter):
+    """The text format, each record on one line of printable text."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT, DATE_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return plain(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, message, and any structured ``extra`` fields."""
 
@@ -79,14 +92,19 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # Lone surrogates cannot be written as UTF-8: escape them rather than lose the line.
+        return plain(json.dumps(entry, ensure_ascii=False))
 
 
 def _file_handler(path: Path) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
     # delay=False opens the file now, so an unwritable log is found before the run starts.
     return logging.handlers.RotatingFileHandler(
-        path, maxBytes=MAX_LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+        path,
+        maxBytes=MAX_LOG_BYTES,
+        backupCount=LOG_BACKUPS,
+        encoding="utf-8",
+        errors="backslashreplace",
     )
 
 
@@ -97,7 +115,7 @@ class _StderrFallback(logging.Handler):
         super().__init__()
         self.primary = primary
         self.failed = False
-        self.console = logging.StreamHandler(sys.stderr)
+        self.console = _console_handler()
 
     def setFormatter(self, fmt):
         super().setFormatter(fmt)
@@ -108,6 +126,7 @@ class _StderrFallback(logging.Handler):
             try:
                 # The file handler's own emit() swallows write errors; write here to see them.
                 with self.primary.lock:
+                    self._reopen_if_removed()
                     if self.primary.shouldRollover(record):
                         self._roll_over()
                     if self.primary.stream is None:
@@ -128,6 +147,14 @@ class _StderrFallback(logging.Handler):
                 self.console.emit(warning)
         self.console.emit(record)
 
+    def _reopen_if_removed(self) -> None:
+        """Start a new file when the log (or its folder) was removed under the run."""
+        path = Path(self.primary.baseFilename)
+        if self.primary.stream is not None and not path.exists():
+            self.primary.stream.close()
+            self.primary.stream = None
+            path.parent.mkdir(parents=True, exist_ok=True)
+
     def _roll_over(self) -> None:
         """Rotate the file; when it cannot be renamed, keep writing to it unrotated.
 
@@ -147,12 +174,35 @@ class _StderrFallback(logging.Handler):
         super().close()
 
 
+class _NullStream:
+    """Where console output goes when the process has no stderr (started with 2>&-)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _stream(stream):
+    return stream if stream is not None else _NullStream()
+
+
+def _console_handler(stream=None) -> logging.Handler:
+    return logging.StreamHandler(_stream(stream if stream is not None else sys.stderr))
+
+
 def setup_logging(settings: Settings, *, interactive: bool | None = None) -> logging.Logger:
     """Configure the runner's logger from ``settings``; calling it again replaces the setup."""
     logger = logging.getLogger(LOGGER_NAME)
     for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
+        # Only the handlers set up here: a heartbeat's log tail stays attached.
+        if getattr(handler, "set_up_here", False):
+            logger.removeHandler(handler)
+            handler.close()
     for old in list(logger.filters):
         logger.removeFilter(old)
     logger.setLevel(settings.log_level)
@@ -160,37 +210,56 @@ def setup_logging(settings: Settings, *, interactive: bool | None = None) -> log
     # On the handlers, not the logger: a logger's filters skip records from its children.
     redactor = RedactFilter(settings.secrets)
 
-    text = logging.Formatter(TEXT_FORMAT, DATE_FORMAT)
+    text = PlainFormatter()
     if interactive is None:
-        interactive = sys.stderr.isatty()
+        interactive = _stream(sys.stderr).isatty()
 
-    console_needed = interactive
+    # systemd hands a unit's stderr to the journal and says so in JOURNAL_STREAM.
+    console_needed = interactive or settings.journal
     try:
         handler: logging.Handler = _StderrFallback(_file_handler(settings.log_file))
         handler.setFormatter(text)
         handler.addFilter(redactor)
-        logger.addHandler(handler)
+        _add(logger, handler)
         file_problem = None
     except OSError as exc:
         file_problem = f"{settings.log_file}: {exc.strerror or exc}"
         console_needed = True
 
     if settings.log_format == "json":
-        stdout = logging.StreamHandler(sys.stdout)
+        stdout = logging.StreamHandler(_stream(sys.stdout))
         stdout.setFormatter(JsonFormatter())
         stdout.addFilter(redactor)
-        logger.addHandler(stdout)
+        _add(logger, stdout)
     elif console_needed:
-        console = logging.StreamHandler(sys.stderr)
+        console = _console_handler()
         console.setFormatter(text)
         console.addFilter(redactor)
-        logger.addHandler(console)
+        _add(logger, console)
 
     if file_problem:
         logger.warning(
             "WARNING: cannot write the log file (%s); logging to the console only", file_problem
         )
     return logger
+
+
+def _add(logger: logging.Logger, handler: logging.Handler) -> None:
+    handler.set_up_here = True
+    logger.addHandler(handler)
+
+
+def is_configured() -> bool:
+    """Return whether ``setup_logging`` has run in this process (and not been undone)."""
+    return any(getattr(h, "set_up_here", False) for h in logging.getLogger(LOGGER_NAME).handlers)
+
+
+def writes_stderr() -> bool:
+    """Return whether the log already shows on stderr (so a message need not be repeated)."""
+    return any(
+        getattr(h, "set_up_here", False) and getattr(h, "stream", None) is sys.stderr
+        for h in logging.getLogger(LOGGER_NAME).handlers
+    )
 
 
 def get_logger(name: str = "") -> logging.Logger:

@@ -15,43 +15,28 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from psycopg2 import sql
+from psycopg2.sql import SQL, Identifier
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from . import db
-from .check import ENDPOINT, Preflight, report_invalid_settings
-from .cli import (
-    _Parser,
-    add_run_options,
-    apply_run_options,
-    handle_signals,
-    prepare_process,
-    raw_secrets,
-)
-from .errors import ConfigError, RefreshError, first_line
+from . import statements as sql
+from .check import ENDPOINT, Preflight, invalid_settings
+from .console import output_console, print_check, print_check_summary
+from .errors import ConfigError, LockHeld, first_line
 from .history import JobRecord
-from .logs import DATE_FORMAT, LOGGER_NAME, TEXT_FORMAT, RedactFilter, redact, setup_logging
-from .monitoring import run_monitored
-from .runner import RunResult, StopRequest
+from .logs import LOGGER_NAME, PlainFormatter, RedactFilter, setup_logging
+from .options import Parser, add_run_options, apply_run_options
+from .process import Command, Process, execute, handle_signals
+from .runner import RunResult, execute_run
 from .settings import PLATFORMS, Settings
-from .status import output_console
 
 # Past this many jobs the summary lists the problems first and leaves out good rows.
 SUMMARY_ROWS = 200
 STATUS_STYLES = {"succeeded": "green", "skipped": "dim"}
 LEVEL_STYLES = {logging.WARNING: "yellow", logging.ERROR: "red", logging.CRITICAL: "red"}
-
-RUN_STARTED = "SELECT started_at FROM refresh_runs WHERE run_id = %s"
-TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
-NEWEST_ROWS = """
-    SELECT platform, max(computed_at) FILTER (WHERE computed_at >= %(since)s), max(computed_at)
-    FROM {table}
-    WHERE platform = ANY(%(platforms)s)
-    GROUP BY platform
-"""
 
 
 @dataclass(frozen=True)
@@ -63,7 +48,7 @@ class CacheCheck:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="test_analytics_refresh_now.py",
         description="Refresh every dashboard now, as cron does (trigger manual): preflight "
         "checklist, the run with its progress, a check of each refreshed cache row, a summary.",
@@ -79,42 +64,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None, environ=None) -> int:
     """Run the manual refresh and return its exit code."""
-    try:
+
+    def parse():
         args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help or a usage error (2)
-        return int(exc.code or 0)
-    environ = prepare_process(environ)
+        return MANUAL, args
+
+    return execute(parse, environ)
+
+
+def _configure(settings: Settings, args) -> Settings:
+    settings = apply_run_options(settings, args)
+    return settings if args.trigger else settings.replace(trigger="manual")
+
+
+def _run(args, settings: Settings, proc: Process) -> int:
+    if args.preflight_only:  # refreshes nothing: no ping, no metrics
+        proc.command, proc.heartbeat = Command(_run, logs=True), None
+    return ManualRun(settings, output_console(), proc).run(preflight_only=args.preflight_only)
+
+
+def _explain(exc: ConfigError) -> None:
+    """Show settings that could not be read as the checklist's first line."""
     console = output_console()
-    try:
-        try:
-            settings = Settings.from_env(environ)
-        except ConfigError as exc:
-            console.print("Preflight checks", style="bold")
-            return report_invalid_settings(exc, console)
-        settings = apply_run_options(settings, args)
-        if not args.trigger:
-            settings = settings.replace(trigger="manual")
-        return ManualRun(settings, console).run(preflight_only=args.preflight_only)
-    except RefreshError as exc:
-        message = redact(str(exc), raw_secrets(environ))
-        console.print(Text(f"✗ {message} (exit {exc.exit_code})", style="red"), soft_wrap=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        console.print("interrupted (exit 6)")
-        return 6
+    console.print("Preflight checks", style="bold")
+    print_check(console, invalid_settings(exc))
+
+
+MANUAL = Command(_run, run=True, logs=True, configure=_configure, explain=_explain)
 
 
 class ManualRun:
     """One manual run, printed to ``console``."""
 
-    def __init__(self, settings: Settings, console: Console):
+    def __init__(self, settings: Settings, console: Console, proc: Process):
         self.settings = settings
         self.console = console
+        self.proc = proc
 
     def run(self, *, preflight_only: bool = False) -> int:
         self.console.print("Preflight checks", style="bold")
-        preflight = Preflight(self.settings, self.console)
+        secrets = self.settings.secrets
+        preflight = Preflight(self.settings, lambda r: print_check(self.console, r, secrets))
         code = preflight.run()
+        print_check_summary(self.console, preflight.results, code)
         if preflight_only:
             return code
         # A read refused for the first client says little about the others: the run goes
@@ -130,13 +122,14 @@ class ManualRun:
             style="bold",
             soft_wrap=True,
         )
-        result = self.refresh(len(preflight.jobs))
+        try:
+            result = self.refresh(len(preflight.jobs))
+        except LockHeld:
+            self.console.print("Another run holds the lock: this one did nothing (exit 5).")
+            raise
         if self.settings.dry_run:
             self.console.print(f"Dry run: {result.counts['planned']} jobs planned, none called.")
             return result.exit_code
-        if result.exit_code == 5:
-            self.console.print("Another run holds the lock: this one did nothing (exit 5).")
-            return 5
         checks = self.verify(result)
         self.summary(result, checks)
         return self.conclude(result, checks)
@@ -149,7 +142,7 @@ class ManualRun:
         if self.settings.log_format == "text":  # json already goes to stdout
             # Under a progress bar the bar counts the successes; the rest still shows.
             echo = ConsoleLog(
-                self.console, self.settings.secret_key, quiet_successes=self.console.is_terminal
+                self.console, self.settings.secrets, quiet_successes=self.console.is_terminal
             )
             logger.addHandler(echo)
         progress = None
@@ -171,10 +164,16 @@ class ManualRun:
             if state.total is not None and state.completed > state.total:
                 progress.update(task, total=state.completed)  # clients added since preflight
 
-        stop = StopRequest()
+        proc = self.proc
         try:
-            with handle_signals(stop), progress or contextlib.nullcontext():
-                return run_monitored(self.settings, stop=stop, on_job_done=job_done)
+            with handle_signals(proc.stop), progress or contextlib.nullcontext():
+                proc.result = execute_run(
+                    self.settings,
+                    deadline=proc.deadline(self.settings),
+                    stop=proc.stop,
+                    hooks=proc.hooks(on_job_done=job_done),
+                )
+                return proc.result
         finally:
             if echo is not None:
                 logger.removeHandler(echo)
@@ -190,7 +189,7 @@ class ManualRun:
             by_client.setdefault(record.job.client_id, []).append(record.job.platform)
         checks: dict[tuple[str, str], CacheCheck] = {}
         with db.connection(db.database_url(self.settings)) as conn, conn.cursor() as cur:
-            cur.execute(RUN_STARTED, (result.run_id,))
+            cur.execute(sql.RUN_STARTED, (result.run_id,))
             # The earlier of the database's and this host's clock: the API stamps rows with
             # its own clock, and a skew of seconds must not make a fresh row look old.
             since = min(cur.fetchone()[0], datetime.fromtimestamp(result.started_at, timezone.utc))
@@ -277,12 +276,12 @@ class ManualRun:
 
 def cache_checks(cur, client_id: str, platforms: list[str], since: datetime) -> dict:
     """Return {platform: CacheCheck}: has a row of each platform been computed since ``since``?"""
-    table = sql.Identifier(f"{client_id}_cached_responses")
-    cur.execute(TABLE_EXISTS, (table.as_string(cur),))
+    table = Identifier(f"{client_id}_cached_responses")
+    cur.execute(sql.TABLE_EXISTS, (table.as_string(cur),))
     if not cur.fetchone()[0]:
         return dict.fromkeys(platforms, CacheCheck("no_table", "no cache table"))
     try:
-        query = sql.SQL(NEWEST_ROWS).format(table=table)
+        query = SQL(sql.NEWEST_CACHE_ROWS).format(table=table)
         cur.execute(query, {"since": since, "platforms": platforms})
         rows = {platform: (fresh, newest) for platform, fresh, newest in cur.fetchall()}
     except Exception as exc:  # a cache table of another shape: say so, check the rest
@@ -313,12 +312,12 @@ def cache_text(check: CacheCheck | None) -> Text:
 class ConsoleLog(logging.Handler):
     """Prints the run's log lines on the console, above the progress bar when there is one."""
 
-    def __init__(self, console: Console, secret: str | None, *, quiet_successes: bool = False):
+    def __init__(self, console: Console, secrets: tuple[str, ...], *, quiet_successes=False):
         super().__init__()
         self.console = console
         self.quiet_successes = quiet_successes
-        self.setFormatter(logging.Formatter(TEXT_FORMAT, DATE_FORMAT))
-        self.addFilter(RedactFilter((secret,) if secret else ()))
+        self.setFormatter(PlainFormatter())
+        self.addFilter(RedactFilter(secrets))
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.quiet_successes and getattr(record, "status", None) == "succeeded":

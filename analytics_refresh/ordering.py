@@ -20,14 +20,11 @@ from __future__ import annotations
 import collections
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from .history import JobRecord
 from .plan import Job
-
-# {(client_id, platform): (finished_at as epoch seconds, duration_ms or None)}
-LastSuccesses = Mapping[tuple[str, str], tuple[float, int | None]]
-
-DATABASE_NOW = "SELECT extract(epoch FROM now())::float8"
+from .records import Key, KeyState
 
 
 @dataclass
@@ -37,45 +34,46 @@ class Schedule:
     jobs: list[Job] = field(default_factory=list)
     skipped: list[JobRecord] = field(default_factory=list)
     expected: dict[Job, float] = field(default_factory=dict)  # seconds, jobs with history
+    change_keys: dict[Job, str] = field(default_factory=dict)  # the data's key at planning
 
 
 def schedule(
     jobs: Sequence[Job],
-    last_successes: LastSuccesses,
+    states: Mapping[Key, KeyState],
     *,
     skip_fresh_minutes: float = 0.0,
-    now: float = 0.0,
+    now: datetime | None = None,
 ) -> Schedule:
     """Drop the fresh jobs and order the rest longest expected first (unknown jobs first)."""
     result = Schedule()
-    fresh_after = now - skip_fresh_minutes * 60 if skip_fresh_minutes > 0 else None
+    fresh_after = None
+    if skip_fresh_minutes > 0 and now is not None:
+        fresh_after = now - timedelta(minutes=skip_fresh_minutes)
     unknown: list[Job] = []
     known: list[Job] = []
     for job in jobs:
-        last = last_successes.get((job.client_id, job.platform))
-        if last is None:
+        state = states.get((job.client_id, job.platform))
+        if state is None or state.last_success_at is None:
             unknown.append(job)
             continue
-        finished_at, duration_ms = last
-        if fresh_after is not None and finished_at > fresh_after:
-            result.skipped.append(JobRecord(job, "skipped"))
+        if fresh_after is not None and state.last_success_at > fresh_after:
+            result.skipped.append(
+                JobRecord(
+                    job,
+                    "skipped",
+                    error=f"fresh: refreshed less than {skip_fresh_minutes:g} minutes ago",
+                )
+            )
             continue
-        if duration_ms is None:
+        if state.last_duration_ms is None:
             unknown.append(job)
             continue
-        result.expected[job] = duration_ms / 1000
+        result.expected[job] = state.last_duration_ms / 1000
         known.append(job)
     # sort() is stable: equal durations keep the plan's order, so a run is reproducible.
     known.sort(key=result.expected.__getitem__, reverse=True)
     result.jobs = unknown + known
     return result
-
-
-def database_now(conn) -> float:
-    """Return the database's clock as epoch seconds: the clock ``finished_at`` was set by."""
-    with conn.cursor() as cur:
-        cur.execute(DATABASE_NOW)
-        return float(cur.fetchone()[0])
 
 
 class JobQueue:

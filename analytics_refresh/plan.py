@@ -14,20 +14,13 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from . import statements as sql
 from .settings import PLATFORMS, Settings, Shard
 
 log = logging.getLogger(__name__)
 
 SOURCE_PLATFORMS = ("shopify", "amazon")
 FETCH_ROWS = 5000
-
-# Streamed through a server-side cursor: 100,000 clients never sit in memory as rows.
-SELECT_CONNECTED = """
-    SELECT client_id::text, platform::text
-    FROM client_api_credentials
-    WHERE status = 'connected'
-    ORDER BY client_id::text, platform::text
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +42,8 @@ class Plan:
     client_count: int = 0
     jobs: list[Job] = field(default_factory=list)
     rejected_rows: int = 0
+    # Ids given with --client that have no connected credential (a typo, a disconnection).
+    unknown_clients: list[str] = field(default_factory=list)
 
 
 def shard_of(client_id: str, count: int) -> int:
@@ -72,7 +67,7 @@ def stream_connected(conn) -> Iterator[tuple[str, str]]:
     try:
         with conn.cursor(name="analytics_refresh_plan") as cur:
             cur.itersize = FETCH_ROWS
-            cur.execute(SELECT_CONNECTED)
+            cur.execute(sql.SELECT_CONNECTED)
             yield from cur
         conn.commit()
     finally:
@@ -90,6 +85,7 @@ def build_plan(rows: Iterable[tuple[str, str]], settings: Settings) -> Plan:
     current: str | None = None
     connected: list[str] = []
     finished: set[str] = set()  # 100,000 ids are a few MB; rows are still streamed
+    seen_clients: set[str] = set()
 
     def flush() -> None:
         if current is None or not connected:
@@ -111,8 +107,10 @@ def build_plan(rows: Iterable[tuple[str, str]], settings: Settings) -> Plan:
                 "❌ Skipping credential row for %s: unknown platform %r", client_id, raw_platform
             )
             continue
-        if wanted_clients is not None and client_id not in wanted_clients:
-            continue
+        if wanted_clients is not None:
+            if client_id not in wanted_clients:
+                continue
+            seen_clients.add(client_id)
         if shard is not None and shard_of(client_id, shard.count) != shard.index:
             continue
         if client_id != current:
@@ -134,4 +132,8 @@ def build_plan(rows: Iterable[tuple[str, str]], settings: Settings) -> Plan:
             continue
         connected.append(raw_platform)
     flush()
+    if wanted_clients is not None:
+        plan.unknown_clients = [
+            c for c in settings.clients if valid_client_id(c) not in seen_clients
+        ]
     return plan

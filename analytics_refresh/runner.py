@@ -1,27 +1,41 @@
-"""One refresh run: lock, plan, call the API for every job, record, decide the exit code."""
+"""One refresh run: lock, plan, call the API for every job, record, decide the exit code.
+
+Once a run's row says ``running``, the row always ends with a final status and exit code,
+whatever raises afterwards (the reason in ``note``); only a database that is gone for good
+can leave it ``running``, and the next run then marks it ``abandoned`` once its lease
+has expired.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import db, ordering
-from .errors import DatabaseError, RefreshError, first_line
-from .history import History, JobRecord
-from .jobs import JobRunner, StopRequest
+from . import db, ordering, prune, records
+from .client import RefreshClient
+from .clock import Deadline
+from .concurrency import AdaptiveLimit, make_limit
+from .errors import ConfigError, DatabaseError, Interrupted, LockHeld, exit_code, first_line
+from .history import History, JobRecord, OtherRun
+from .jobs import JobRunner, RunParts
+from .keeper import LEASE_TTL_SECONDS, Keeper
 from .lock import RunLock
+from .logs import redact
 from .plan import Plan, build_plan, stream_connected
+from .retry import RetryPolicy
 from .settings import Settings
+from .stop import StopRequest
 
 log = logging.getLogger(__name__)
 
 START_LINE = "Starting analytics refresh cron job - AUTOMATED CACHE REFRESH"
-__all__ = ["RunResult", "StopRequest", "execute_run"]
-
 DRY_RUN_LISTED_JOBS = 1000
+# After a run, pruning old history gets this long; what is left waits for the next run.
+PRUNE_SECONDS_AFTER_RUN = 20.0
 
 
 @dataclass
@@ -38,15 +52,33 @@ class RunResult:
     finished_at: float = 0.0
     retries: int = 0
 
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
+
+@dataclass
+class Hooks:
+    """What the caller wants to hear while the run goes (heartbeat, progress bar)."""
+
+    on_started: Callable[[str], None] | None = None
+    on_job_done: Callable[[JobRecord], None] | None = None
+
+
+@dataclass
+class RunContext:
+    """What a run holds once it has taken the ground: settings, connections, its record."""
+
+    settings: Settings
+    conn: object  # the planning connection
+    secret: str
+    history: History
+    lock: RunLock
+    stop: StopRequest
+    deadline: Deadline
+    hooks: Hooks
 
 
 def outcome(counts: Counter, stopped: bool) -> tuple[str, int]:
     """Return the run status and exit code for the final job counts."""
     if counts["not_attempted"] or stopped:
-        return "interrupted", 6
+        return "interrupted", Interrupted.exit_code
     if counts["failed"]:
         succeeded = counts["succeeded"] + counts["skipped"]
         return ("partial" if succeeded else "failed"), 1
@@ -54,88 +86,108 @@ def outcome(counts: Counter, stopped: bool) -> tuple[str, int]:
 
 
 def execute_run(
-    settings: Settings,
-    *,
-    stop: StopRequest | None = None,
-    on_job_done: Callable[[JobRecord], None] | None = None,
-    on_started: Callable[[str], None] | None = None,
+    settings: Settings, *, deadline: Deadline, stop: StopRequest, hooks: Hooks | None = None
 ) -> RunResult:
     """Do one refresh run as INTERFACE.md describes and return how it went.
 
-    Raises RefreshError subclasses for configuration (3) and database (4) problems found
-    before the run could be recorded; every other outcome is a RunResult.
+    Raises ConfigError (3) or DatabaseError (4) for problems found before the run could be
+    recorded, and LockHeld (5) when another run is alive; every other outcome is a result.
     """
-    stop = stop or StopRequest()
-    wall_started = time.time()
+    hooks = hooks or Hooks()
     log.info(
         "%s (trigger %s%s)",
         START_LINE,
         settings.trigger,
         f", shard {settings.shard}" if settings.shard else "",
     )
-    if not settings.dry_run:
-        settings.require_secret()
+    if settings.dry_run:
+        return dry_run(settings, deadline)
+    secret = settings.require_secret()
     url = db.database_url(settings)
-    with db.connection(url) as conn:
+    with db.connection(url, deadline=deadline) as conn:
         db.require_runner_tables(conn)
-        if settings.dry_run:
-            plan = read_plan(conn, settings)
-            # Every job is listed for a plan a person can read; past that, listing 300,000
-            # lines would cost seconds for nothing, so they go to debug (-v).
-            level = logging.INFO if len(plan.jobs) <= DRY_RUN_LISTED_JOBS else logging.DEBUG
-            if level == logging.DEBUG:
-                log.info("DRY RUN - %d jobs planned; -v lists each one", len(plan.jobs))
-            if log.isEnabledFor(level):
-                for job in plan.jobs:
-                    log.log(level, "DRY RUN - would refresh %s", job)
-            return RunResult(
-                None,
-                "succeeded",
-                0,
-                Counter(planned=len(plan.jobs)),
-                started_at=wall_started,
-                finished_at=time.time(),
-            )
-
-        shard = str(settings.shard) if settings.shard else ""
-        history = History(url, trigger=settings.trigger, shard=shard)
+        history = History(
+            url, trigger=settings.trigger, shard=settings.shard_label, deadline=deadline
+        )
         lock = RunLock(url, settings.shard)
-        if not lock.acquire():
-            note = "another refresh run holds the lock"
-            log.warning(
-                "⏭ Another refresh run holds the lock%s; this run does nothing (exit 5)",
-                f" for shard {shard}" if shard else "",
-            )
-            history.record_run("skipped", exit_code=5, note=note)
-            history.close()
-            return RunResult(
-                history.run_id,
-                "skipped",
-                5,
-                note=note,
-                started_at=wall_started,
-                finished_at=time.time(),
-            )
         try:
-            history.record_run("running")
-            if on_started is not None:
-                on_started(history.run_id)
-            for old in history.mark_abandoned():
-                log.warning("Run %s was left running by a run that died; marked abandoned", old)
-            return _run_jobs(settings, conn, url, history, lock, stop, on_job_done, wall_started)
+            take_the_ground(history, lock, settings)
+            if hooks.on_started is not None:
+                hooks.on_started(history.run_id)
+            try:
+                context = RunContext(settings, conn, secret, history, lock, stop, deadline, hooks)
+                return _run_jobs(context)
+            except BaseException as exc:
+                _record_failure(history, exc, settings)
+                raise
         finally:
             lock.release()
             history.close()
 
 
-def read_plan(conn, settings: Settings) -> Plan:
-    if db.missing_tables(conn, ("client_api_credentials",)):
-        raise DatabaseError(
-            "table client_api_credentials is missing: there is no list of connected clients",
-            hint="point DATABASE_URL at the application's database, or create the table "
-            "with `analytics-refresh db init --with-api-schema`",
+def take_the_ground(history: History, lock: RunLock, settings: Settings) -> None:
+    """Take the lock and make sure no older run is alive; record this run ``running``.
+
+    Raises LockHeld (after recording this run ``skipped``) when another run holds the lock
+    or, the lock being free, an older run still renews its lease.
+    """
+    where = f" for shard {settings.shard}" if settings.shard else ""
+    if not lock.acquire():
+        note = "another refresh run holds the lock"
+        history.record_run("skipped", exit_code=LockHeld.exit_code, note=note)
+        raise LockHeld(f"⏭ Another refresh run holds the lock{where}; this run does nothing")
+    alive = []
+    for other in history.running_elsewhere():
+        if _is_alive(other, history.host):
+            alive.append(other)
+            continue
+        age = f"{other.lease_age:.0f}s ago"
+        log.warning(
+            "Run %s on %s (pid %s) stopped renewing its lease %s: it is gone; marked abandoned",
+            other.run_id,
+            other.host,
+            other.pid,
+            age,
         )
+        history.mark_abandoned(other, f"left running; its lease was last renewed {age}")
+    if alive:
+        other = alive[0]
+        note = f"{other} is still alive (lease renewed {other.lease_age:.0f}s ago)"
+        history.record_run("skipped", exit_code=LockHeld.exit_code, note=note)
+        raise LockHeld(
+            f"⏭ The lock{where} was free, but {note}, as after a database restart; "
+            "this run does nothing"
+        )
+    history.record_run("running")
+
+
+def _is_alive(other: OtherRun, host: str) -> bool:
+    if other.host == host and other.pid:
+        try:
+            os.kill(other.pid, 0)
+        except ProcessLookupError:
+            return False  # no such process on this host: gone, whatever its lease says
+        except PermissionError:
+            pass  # a process of another user has that pid: judge by the lease
+    return other.lease_age < LEASE_TTL_SECONDS
+
+
+def read_plan(conn, settings: Settings) -> Plan:
+    """Read the connected clients and plan the jobs; exit 3 when no --client is connected."""
+    db.require_credentials_table(conn)
     plan = build_plan(stream_connected(conn), settings)
+    if plan.unknown_clients and len(plan.unknown_clients) == len(settings.clients):
+        raise ConfigError(
+            "none of the clients given with --client has a connected credential: "
+            + ", ".join(plan.unknown_clients),
+            hint="check the ids (`analytics-refresh status` lists every connected one)",
+        )
+    for client_id in plan.unknown_clients:
+        log.warning(
+            "⚠️ --client %s has no connected credential in client_api_credentials: "
+            "nothing to refresh for it",
+            client_id,
+        )
     log.info("Found %d active clients for analytics refresh", plan.client_count)
     log.info(
         "Processing %d clients × %d platforms = %d refresh jobs",
@@ -146,72 +198,103 @@ def read_plan(conn, settings: Settings) -> Plan:
     return plan
 
 
-def _run_jobs(
-    settings,
-    conn,
-    url,
-    history: History,
-    lock: RunLock,
-    stop: StopRequest,
-    on_job_done,
-    wall_started: float,
-) -> RunResult:
-    run = None
-    try:
+def dry_run(settings: Settings, deadline: Deadline) -> RunResult:
+    """Plan the jobs and print them, one a line, then the count; call nothing."""
+    started = time.time()
+    url = db.database_url(settings)
+    with db.connection(url, deadline=deadline) as conn:
         plan = read_plan(conn, settings)
-        if not plan.jobs:
-            log.warning(
-                "⚠️ No active clients found: client_api_credentials has no row with "
-                "status = 'connected'%s",
-                " for the selected clients or shard" if settings.clients or settings.shard else "",
-            )
-        schedule = _schedule(conn, settings, history, plan)
-        history.record_planned(plan.jobs, schedule.skipped)
-        run = JobRunner(settings, url, history, lock, stop, on_job_done, expected=schedule.expected)
+    lines = [f"DRY RUN - would refresh {job}" for job in plan.jobs]
+    print("\n".join([*lines, f"DRY RUN - {len(plan.jobs)} jobs planned, none called"]))
+    # Every job in the log too, for a plan a person reads; past that, 300,000 lines would
+    # cost seconds for nothing, so they go to debug (-v).
+    level = logging.INFO if len(plan.jobs) <= DRY_RUN_LISTED_JOBS else logging.DEBUG
+    if log.isEnabledFor(level):
+        for line in lines:
+            log.log(level, line)
+    log.info("DRY RUN - %d jobs planned, none called", len(plan.jobs))
+    return RunResult(
+        None,
+        "succeeded",
+        0,
+        Counter(planned=len(plan.jobs)),
+        started_at=started,
+        finished_at=time.time(),
+    )
+
+
+def _run_jobs(ctx: RunContext) -> RunResult:
+    settings, history, stop, deadline = ctx.settings, ctx.history, ctx.stop, ctx.deadline
+    wall_started = time.time() - deadline.elapsed()
+    plan = read_plan(ctx.conn, settings)
+    if not plan.jobs:
+        log.warning(
+            "⚠️ No active clients found: client_api_credentials has no row with "
+            "status = 'connected'%s",
+            " for the selected clients or shard" if settings.clients or settings.shard else "",
+        )
+    schedule = _schedule(ctx.conn, settings, plan)
+    history.record_planned(plan.jobs, schedule.skipped)
+    keeper = Keeper(history, ctx.lock, stop).start()
+    client = RefreshClient(settings)
+    try:
+        parts = RunParts(
+            client=client,
+            policy=RetryPolicy(max_attempts=settings.max_attempts),
+            limiter=make_limit(
+                settings.concurrency, settings.adaptive, schedule.expected, _learned(history)
+            ),
+            history=history,
+            keeper=keeper,
+            stop=stop,
+            deadline=deadline,
+            secret=ctx.secret,
+            timeout=settings.timeout,
+            concurrency=settings.concurrency,
+            expected=schedule.expected,
+            change_keys=schedule.change_keys,
+            on_job_done=ctx.hooks.on_job_done,
+        )
+        run = JobRunner(parts)
         run.record_skipped(schedule.skipped)
         not_started = run.dispatch(schedule.jobs)
-    except RefreshError as exc:
-        history.finish_run("failed", exc.exit_code, _counts(Counter()), first_line(exc))
-        raise
     finally:
-        if run is not None:
-            run.client.close()
+        keeper.close()
+        client.close()
+    # Losing the lock after the last job started must not pass unnoticed either.
+    keeper.check_lock(now=True)
 
     counts = Counter(r.status for r in run.records)
     counts["not_attempted"] += not_started
     cut_short = not_started > 0 or run.cut_short > 0
-    status, exit_code = outcome(counts, stopped=stop.is_set() and cut_short)
-    if run.lock_lost:
-        # Exclusivity is gone: the run is incomplete even if every job had started.
-        status, exit_code = "interrupted", 6
+    status, code = outcome(counts, stopped=stop.is_set() and cut_short)
     note = stop.reason if stop.is_set() else None
+    if keeper.lock_lost:
+        # Exclusivity is gone: the run is incomplete even if every job had started.
+        status, code = "interrupted", Interrupted.exit_code
+    if history.failures:
+        status, code = "failed", DatabaseError.exit_code
+        note = f"{history.failures} job records could not be written to refresh_jobs"
+        log.error("❌ %s: the record of this run is incomplete (exit 4)", note)
     if not_started:
         log.warning("⏹ %d jobs not attempted: %s", not_started, stop.reason)
-    elapsed = time.time() - wall_started
-    extras = [
-        f"{counts[k]} {label}"
-        for k, label in (("skipped", "skipped as fresh"), ("not_attempted", "not attempted"))
-        if counts[k]
-    ]
+    summarise_failures(run.records, settings)
     log.info(
         "Results: %d successful, %d failed out of %d total jobs%s [%.1fs, run %s]",
         counts["succeeded"],
         counts["failed"],
         len(plan.jobs),
-        f" ({', '.join(extras)})" if extras else "",
-        elapsed,
+        _extras(counts, run.retries),
+        time.time() - wall_started,
         history.run_id,
     )
-    try:
-        history.finish_run(status, exit_code, _counts(counts, len(plan.jobs)), note)
-    except Exception as exc:
-        raise DatabaseError(
-            f"could not record the end of run {history.run_id}: {first_line(exc)}"
-        ) from exc
+    limit = parts.limiter.limit if isinstance(parts.limiter, AdaptiveLimit) else None
+    history.finish_run(status, code, _counts(counts, len(plan.jobs)), note, limit)
+    _prune_after(ctx.conn, settings)
     return RunResult(
         history.run_id,
         status,
-        exit_code,
+        code,
         counts,
         run.records,
         note,
@@ -221,23 +304,91 @@ def _run_jobs(
     )
 
 
-def _schedule(conn, settings: Settings, history: History, plan: Plan) -> ordering.Schedule:
-    """Skip the fresh jobs and order the rest from past successes (plan order without)."""
+def _extras(counts: Counter, retries: int) -> str:
+    parts = [
+        f"{counts[k]} {label}"
+        for k, label in (("skipped", "skipped as fresh"), ("not_attempted", "not attempted"))
+        if counts[k]
+    ]
+    if retries:
+        parts.append(f"{retries} {'retry' if retries == 1 else 'retries'}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def summarise_failures(job_records: list[JobRecord], settings: Settings) -> None:
+    """When every attempted job failed the same way, say once what it likely means."""
+    failed = [r for r in job_records if r.status == "failed"]
+    attempted = [r for r in job_records if r.status in ("failed", "succeeded")]
+    if len(failed) < 2 or len(failed) != len(attempted):
+        return
+    reasons = {(r.error or "").split(";")[0] for r in failed}
+    if len(reasons) != 1:
+        return
+    reason = reasons.pop()
+    if reason.startswith(("connection failed", "timed out")):
+        fix = (
+            "start the dashboard API or correct ANALYTICS_API_URL; `analytics-refresh check` "
+            "probes it"
+        )
+    elif reason.startswith("HTTP 401") or reason.startswith("HTTP 403"):
+        fix = "the runner and the API must share API_SECRET_KEY; `analytics-refresh check`"
+    elif reason.startswith("HTTP 404"):
+        fix = f"check ANALYTICS_ENDPOINT (now {settings.endpoint})"
+    else:
+        fix = "see the API's log; `analytics-refresh check` probes it"
+    log.error(
+        "❌ Every job failed the same way (%s) calling %s: %s",
+        reason,
+        settings.endpoint_url,
+        fix,
+    )
+
+
+def _learned(history: History) -> int | None:
+    try:
+        return history.learned_limit()
+    except Exception as exc:  # the limit then starts low, as on a first run
+        log.debug("No learned concurrency limit (%s)", first_line(exc))
+        return None
+
+
+def _schedule(conn, settings: Settings, plan: Plan) -> ordering.Schedule:
+    """Skip the fresh jobs and order the rest from the keys' state (plan order without)."""
     if not plan.jobs:
         return ordering.Schedule()
-    try:
-        last = history.last_successes()
-        now = ordering.database_now(conn)
-    except Exception as exc:
-        # Ordering and skipping only make the run better; without them it still refreshes.
-        log.warning(
-            "Could not read past successes (%s): every job runs, in plan order",
-            first_line(exc),
-        )
-        return ordering.Schedule(jobs=list(plan.jobs))
+    states = records.key_states(conn)
+    now = records.database_now(conn)
     return ordering.schedule(
-        plan.jobs, last, skip_fresh_minutes=settings.skip_fresh_minutes, now=now
+        plan.jobs, states, skip_fresh_minutes=settings.skip_fresh_minutes, now=now
     )
+
+
+def _prune_after(conn, settings: Settings) -> None:
+    if not settings.history_days:
+        return
+    try:
+        removed = prune.prune(conn, settings.history_days, budget_seconds=PRUNE_SECONDS_AFTER_RUN)
+    except Exception as exc:  # pruning never changes how the run went
+        log.warning("⚠️ Could not prune old history (%s)", first_line(exc))
+        return
+    if removed.runs:
+        log.info("Pruned %s", removed)
+
+
+def _record_failure(history: History, exc: BaseException, settings: Settings) -> None:
+    """Give the run's row a final status after an exception; never raise."""
+    code = exit_code(exc)
+    status = "interrupted" if code == Interrupted.exit_code else "failed"
+    note = redact(first_line(exc), settings.secrets)
+    try:
+        history.flush()
+        history.finish_run(status, code, _counts(Counter()), note)
+    except Exception as error:
+        log.error(
+            "❌ Could not record the end of run %s (%s); the next run will mark it abandoned",
+            history.run_id,
+            first_line(error),
+        )
 
 
 def _counts(counts: Counter, total: int = 0) -> dict:

@@ -1,31 +1,35 @@
 """One settings object, built once from the environment (and ``.env``), loud on bad values.
 
 Everything downstream receives ``Settings`` as an argument; nothing else reads
-``os.environ``. Every problem names the variable and what it expects, and all problems
-are reported together so a user fixes them in one pass.
+``os.environ``. Each variable has one parser (``VARIABLES``), used both for the variable
+and for the command-line flag that overrides it, so the two accept and refuse the same
+values. Every problem names the variable and what it expects, and all problems are
+reported together so a user fixes them in one pass.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-
-import psycopg2
-import psycopg2.extensions
 
 from .errors import ConfigError
+from .urls import check_database_url, database_password, http_url
 
 PLATFORMS = ("shopify", "amazon", "all")
 TRIGGERS = ("cron", "manual", "demo")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_SECRET_LENGTH = 32
+# Variables with these prefixes are the project's: an unknown one is probably a typo.
+PREFIXES = ("REFRESH_", "ANALYTICS_", "API_", "LOG_", "METRICS_", "HEALTHCHECK_", "CACHE_")
+# Read by the reference API (dashboard_api/config.py) or its gunicorn configuration.
+API_VARIABLES = ("CACHE_TTL", "API_MAX_CONCURRENT_COMPUTES", "API_WORKERS", "API_THREADS")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,129 @@ class Shard:
         return cls(index, count)
 
 
+# -- parsers: each raises ValueError("expected ...") -----------------------------------------
+def number(kind: type, low: float | None = None, high: float | None = None) -> Callable:
+    """Return a parser of ``kind`` (int or float) between ``low`` and ``high``."""
+
+    def parse(raw: str):
+        try:
+            value = kind(raw.strip())
+        except ValueError:
+            expected = "a whole number" if kind is int else "a number"
+            raise ValueError(f"expected {expected}") from None
+        if (
+            value != value
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+        ):
+            bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
+            raise ValueError(f"expected a value {bounds}")
+        return value
+
+    return parse
+
+
+def choice(choices: tuple[str, ...], *, upper: bool = False) -> Callable:
+    def parse(raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false (also 1/0, yes/no, on/off)")
+
+
+def parse_platforms(text: str) -> tuple[str, ...]:
+    """Parse a comma-separated platform list, keeping the canonical order."""
+    names = {part.strip().lower() for part in text.split(",") if part.strip()}
+    if not names or names - set(PLATFORMS):
+        raise ValueError(f"expected a comma-separated subset of {','.join(PLATFORMS)}")
+    return tuple(p for p in PLATFORMS if p in names)
+
+
+def _path(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError("expected a path starting with /")
+    return text
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError("expected the path of a readable CA bundle file")
+    return path
+
+
+def _shard(text: str) -> Shard:
+    return Shard.parse(text)
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: the Settings field it sets and its parser."""
+
+    field: str
+    parse: Callable[[str], Any]
+
+
+VARIABLES: dict[str, Variable] = {
+    "ANALYTICS_API_URL": Variable("api_url", http_url),
+    "ANALYTICS_ENDPOINT": Variable("endpoint", _path),
+    "REFRESH_PLATFORMS": Variable("platforms", parse_platforms),
+    "REFRESH_CONCURRENCY": Variable("concurrency", number(int, 1, 1024)),
+    "REFRESH_TIMEOUT": Variable("timeout", number(float, 0.1, 86400)),
+    "REFRESH_MAX_ATTEMPTS": Variable("max_attempts", number(int, 1, 20)),
+    "REFRESH_DEADLINE": Variable("deadline", number(float, 1, 7 * 86400)),
+    "LOG_DIR": Variable("log_dir", Path),
+    "LOG_FORMAT": Variable("log_format", choice(LOG_FORMATS)),
+    "LOG_LEVEL": Variable("log_level", choice(LOG_LEVELS, upper=True)),
+    "HEALTHCHECK_URL": Variable("healthcheck_url", http_url),
+    "METRICS_FILE": Variable("metrics_file", Path),
+    "METRICS_PUSHGATEWAY_URL": Variable("pushgateway_url", http_url),
+    "REFRESH_ADAPTIVE": Variable("adaptive", boolean),
+    "REFRESH_SKIP_FRESH_MINUTES": Variable("skip_fresh_minutes", number(float, 0, 10**6)),
+    "REFRESH_SHARD": Variable("shard", _shard),
+    "REFRESH_CA_BUNDLE": Variable("ca_bundle", _existing_file),
+    "REFRESH_HISTORY_DAYS": Variable("history_days", number(int, 0, 100_000)),
+    "REFRESH_MAX_AGE_MINUTES": Variable("max_age_minutes", number(float, 1, 10**6)),
+    "ANALYTICS_REFRESH_DATA_DIR": Variable("data_dir", Path),
+}
+# Read by their own code below (secrets, the database URL, the change query).
+SPECIAL_VARIABLES = (
+    "DATABASE_URL",
+    "API_SECRET_KEY",
+    "API_SECRET_KEY_FILE",
+    "REFRESH_CHANGE_SQL",
+    "REFRESH_CHANGE_SQL_FILE",
+)
+KNOWN_VARIABLES = frozenset((*VARIABLES, *SPECIAL_VARIABLES, *API_VARIABLES))
+
+
+def flag_type(name: str) -> Callable[[str], Any]:
+    """Return an argparse ``type`` that parses a flag as the variable ``name`` is parsed."""
+    import argparse
+
+    parse = VARIABLES[name].parse
+
+    def parse_flag(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc} (as {name}), got {text!r}") from None
+
+    parse_flag.__name__ = name  # argparse names the type in its messages
+    return parse_flag
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a command needs to know, validated."""
@@ -67,11 +194,19 @@ class Settings:
     log_level: str = "INFO"
     healthcheck_url: str | None = None
     metrics_file: Path | None = None
+    pushgateway_url: str | None = None
     adaptive: bool = True
     skip_fresh_minutes: float = 0.0
     shard: Shard | None = None
     ca_bundle: Path | None = None
     data_dir: Path = Path(".data")
+    history_days: int = 30
+    change_sql: str | None = field(default=None, repr=False)
+    max_age_minutes: float = 1440.0
+    # systemd sets JOURNAL_STREAM for a unit's output: the log then also goes to stderr.
+    journal: bool = False
+    # Unknown variables with a project prefix, each with the closest known name.
+    warnings: tuple[str, ...] = ()
     # Run options that only the command line sets.
     clients: tuple[str, ...] = ()
     dry_run: bool = False
@@ -85,6 +220,11 @@ class Settings:
     def log_file(self) -> Path:
         return self.log_dir / "analytics_refresh_cron.log"
 
+    @property
+    def shard_label(self) -> str:
+        """The shard as history rows record it: '' for an unsharded run."""
+        return str(self.shard) if self.shard else ""
+
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied (command-line flags over the environment)."""
         return dataclasses.replace(self, **changes)
@@ -92,8 +232,7 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log, a table or a message."""
-        found = [self.secret_key, database_password(self.database_url)]
-        return tuple(value for value in found if value)
+        return secrets_of(self.secret_key, self.database_url)
 
     def require_secret(self) -> str:
         """Return the token secret, or raise ConfigError naming API_SECRET_KEY."""
@@ -107,74 +246,60 @@ class Settings:
         return self.secret_key
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default: the process environment)."""
-        env = _Reader(os.environ if environ is None else environ)
-        settings = cls(
-            database_url=env.database_url("DATABASE_URL"),
-            api_url=env.parsed("ANALYTICS_API_URL", _http_url, cls.api_url),
-            endpoint=env.parsed("ANALYTICS_ENDPOINT", _path, cls.endpoint),
-            secret_key=env.secret("API_SECRET_KEY"),
-            platforms=env.parsed("REFRESH_PLATFORMS", parse_platforms, cls.platforms),
-            concurrency=env.number("REFRESH_CONCURRENCY", int, cls.concurrency, low=1, high=1024),
-            timeout=env.number("REFRESH_TIMEOUT", float, cls.timeout, low=0.1),
-            max_attempts=env.number("REFRESH_MAX_ATTEMPTS", int, cls.max_attempts, low=1, high=20),
-            deadline=env.number("REFRESH_DEADLINE", float, cls.deadline, low=1),
-            log_dir=Path(env.text("LOG_DIR") or cls.log_dir),
-            log_format=env.choice("LOG_FORMAT", LOG_FORMATS, cls.log_format),
-            log_level=env.choice("LOG_LEVEL", LOG_LEVELS, cls.log_level),
-            healthcheck_url=env.parsed("HEALTHCHECK_URL", _http_url, None),
-            metrics_file=env.parsed("METRICS_FILE", Path, None),
-            adaptive=env.boolean("REFRESH_ADAPTIVE", cls.adaptive),
-            skip_fresh_minutes=env.number(
-                "REFRESH_SKIP_FRESH_MINUTES", float, cls.skip_fresh_minutes, low=0
-            ),
-            shard=env.parsed("REFRESH_SHARD", Shard.parse, None),
-            ca_bundle=env.parsed("REFRESH_CA_BUNDLE", _existing_file, None),
-            data_dir=Path(env.text("ANALYTICS_REFRESH_DATA_DIR") or cls.data_dir),
-        )
-        env.check_secret_length("API_SECRET_KEY", settings.secret_key)
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from ``environ``; raise ConfigError listing every problem."""
+        env = _Reader(environ)
+        values: dict[str, Any] = {}
+        for name, variable in VARIABLES.items():
+            value = env.parsed(name, variable.parse)
+            if value is not None:
+                values[variable.field] = value
+        values["database_url"] = env.database_url()
+        values["secret_key"] = env.secret("API_SECRET_KEY")
+        values["change_sql"] = env.text_or_file("REFRESH_CHANGE_SQL")
+        values["warnings"] = unknown_variables(environ)
+        values["journal"] = bool(env.text("JOURNAL_STREAM"))
+        env.check_secret_length("API_SECRET_KEY", values["secret_key"])
         env.raise_problems()
-        return settings
+        return cls(**values)
 
 
-def database_password(url: str | None) -> str | None:
-    """Return the password inside a PostgreSQL URL or connection string, if any."""
-    if not url:
-        return None
+def secrets_of(secret_key: str | None, database_url: str | None) -> tuple[str, ...]:
+    """Return the values to mask: the token secret and the database password."""
+    found = [secret_key, database_password(database_url)]
+    # A value too short to be a secret (an invalid setting) would mask ordinary words.
+    return tuple(value for value in found if value and len(value) >= 4)
+
+
+def raw_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Return the secrets to mask when ``environ`` may not even be valid settings."""
+    reader = _Reader(environ)
+    secret = reader.secret("API_SECRET_KEY")
+    if secret is not None and len(secret) < MIN_SECRET_LENGTH:
+        secret = None  # too short to be the secret: masking it would hide common words
+    return secrets_of(secret, environ.get("DATABASE_URL", "").strip() or None)
+
+
+def partial(environ: Mapping[str, str], name: str, default: Any = None) -> Any:
+    """Return one variable's value if it is valid, else ``default`` (for error reports)."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
     try:
-        return psycopg2.extensions.parse_dsn(url).get("password") or None
-    except psycopg2.ProgrammingError:
-        return None
+        return VARIABLES[name].parse(raw)
+    except ValueError:
+        return default
 
 
-def parse_platforms(text: str) -> tuple[str, ...]:
-    """Parse a comma-separated platform list, keeping the canonical order."""
-    names = {part.strip().lower() for part in text.split(",") if part.strip()}
-    unknown = names - set(PLATFORMS)
-    if unknown or not names:
-        raise ValueError(f"expected a comma-separated subset of {','.join(PLATFORMS)}")
-    return tuple(p for p in PLATFORMS if p in names)
-
-
-def _http_url(text: str) -> str:
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("expected an http:// or https:// URL")
-    return text.rstrip("/")
-
-
-def _path(text: str) -> str:
-    if not text.startswith("/"):
-        raise ValueError("expected a path starting with /")
-    return text
-
-
-def _existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise ValueError("expected the path of a readable CA bundle file")
-    return path
+def unknown_variables(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Return a warning for each project-prefixed variable the project does not know."""
+    found = []
+    for name in sorted(environ):
+        if name.startswith(PREFIXES) and name not in KNOWN_VARIABLES:
+            close = difflib.get_close_matches(name, KNOWN_VARIABLES, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else "see .env.example for every name"
+            found.append(f"unknown variable {name} is ignored: {hint}")
+    return tuple(found)
 
 
 class _Reader:
@@ -187,75 +312,43 @@ class _Reader:
     def text(self, name: str) -> str:
         return self.environ.get(name, "").strip()
 
-    def parsed(self, name: str, parse: Callable[[str], Any], default: Any) -> Any:
+    def parsed(self, name: str, parse: Callable[[str], Any]) -> Any:
         raw = self.text(name)
         if not raw:
-            return default
+            return None
         try:
             return parse(raw)
         except ValueError as exc:
-            self.problems.append(f"{name}={raw!r} is invalid: {exc}")
-            return default
+            shown = f"={raw!r}" if len(raw) <= 200 else ""
+            self.problems.append(f"{name}{shown} is invalid: {exc}")
+            return None
 
-    def number(self, name, kind, default, *, low=None, high=None):
-        def parse(raw: str):
-            try:
-                value = kind(raw)
-            except ValueError:
-                expected = "a whole number" if kind is int else "a number"
-                raise ValueError(f"expected {expected}") from None
-            if (low is not None and value < low) or (high is not None and value > high):
-                bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-                raise ValueError(f"expected a value {bounds}")
-            return value
-
-        return self.parsed(name, parse, default)
-
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        def parse(raw: str) -> str:
-            value = raw.upper() if name == "LOG_LEVEL" else raw.lower()
-            if value not in choices:
-                raise ValueError(f"expected one of {', '.join(choices)}")
-            return value
-
-        return self.parsed(name, parse, default)
-
-    def boolean(self, name: str, default: bool) -> bool:
-        def parse(raw: str) -> bool:
-            value = raw.lower()
-            if value in ("1", "true", "yes", "on"):
-                return True
-            if value in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true or false")
-
-        return self.parsed(name, parse, default)
-
-    def database_url(self, name: str) -> str | None:
-        """Read a libpq URL or connection string; a bad one is reported without its value,
-        which may hold a password."""
-        value = self.text(name)
+    def database_url(self) -> str | None:
+        """Read DATABASE_URL; a bad one is reported without any part of its value, which
+        may hold a password."""
+        value = self.text("DATABASE_URL")
         if not value:
             return None
-        try:
-            psycopg2.extensions.parse_dsn(value)
-        except psycopg2.ProgrammingError:
-            self.problems.append(
-                f"{name} is invalid: expected a PostgreSQL URL such as "
-                "postgresql://user:password@host:5432/dbname, or a key=value connection string"
-            )
+        problem = check_database_url(value)
+        if problem:
+            self.problems.append(f"DATABASE_URL is invalid: {problem}")
             return None
         return value
 
     def secret(self, name: str) -> str | None:
         """Read a secret from ``NAME``, or from the file ``NAME_FILE`` names (Docker secrets)."""
-        value = self.environ.get(name, "").strip()
+        return self.text_or_file(name)
+
+    def text_or_file(self, name: str) -> str | None:
+        """Read ``NAME``, or the contents of the file ``NAME_FILE`` names."""
+        value = self.text(name)
         file_name = self.text(f"{name}_FILE")
         if not value and file_name:
             try:
                 value = Path(file_name).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                self.problems.append(f"{name}_FILE={file_name!r} cannot be read: {exc.strerror}")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+                self.problems.append(f"{name}_FILE={file_name!r} cannot be read: {reason}")
         return value or None
 
     def check_secret_length(self, name: str, secret: str | None) -> None:
@@ -270,3 +363,47 @@ class _Reader:
         if self.problems:
             lines = "\n  ".join(self.problems)
             raise ConfigError(f"invalid configuration:\n  {lines}")
+
+
+# -- the environment ------------------------------------------------------------------------
+def load_environment(
+    environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Mapping[str, str]:
+    """Return the environment to read settings from.
+
+    A given ``environ`` is used as it is (tests, embedding). Otherwise ``.env`` in the
+    working directory is read, and the process environment wins over it, so a scheduler's
+    settings are never undone. A ``.env`` line that cannot be parsed is a configuration
+    error naming the file and the line: skipping it would run with a default instead.
+    """
+    if environ is not None:
+        return environ
+    merged = dict(read_dotenv((cwd or Path.cwd()) / ".env"))
+    merged.update(os.environ)
+    return merged
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Return the variables of a ``.env`` file, or raise ConfigError at its first bad line."""
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"{path} cannot be read: {reason}") from exc
+    import io
+
+    bad = [b.original.line for b in parse_stream(io.StringIO(text)) if b.error]
+    if bad:
+        lines = ", ".join(str(n) for n in bad[:5])
+        raise ConfigError(
+            f"{path}: line {lines} cannot be parsed (expected NAME=value)",
+            hint="quote values with spaces or '#', close every quote; .env.example shows "
+            "each variable",
+        )
+    values = dotenv_values(stream=io.StringIO(text), interpolate=True)
+    return {k: v for k, v in values.items() if v is not None}

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from analytics_refresh.cli import main
-from analytics_refresh.history import JobRecord
 from analytics_refresh.ordering import JobQueue, schedule
 from analytics_refresh.plan import Job
+from analytics_refresh.records import KeyState
 from tests.backend import Answer
 from tests.conftest import connect_clients, log_lines
 from tests.runs import ALICE, BOB, CAROL, jobs
+from tests.test_status import rebuild_state
 
-NOW = 1_700_000_000.0
+NOW = datetime(2026, 1, 15, 8, 0, tzinfo=timezone.utc)
 
 
 def job(n: int, platform: str = "shopify") -> Job:
@@ -22,7 +24,13 @@ def job(n: int, platform: str = "shopify") -> Job:
 
 
 def last(durations: dict[Job, int | None], age_seconds: float = 3600.0) -> dict:
-    return {(j.client_id, j.platform): (NOW - age_seconds, d) for j, d in durations.items()}
+    at = NOW - timedelta(seconds=age_seconds)
+    return {
+        (j.client_id, j.platform): KeyState(
+            j.client_id, j.platform, last_success_at=at, last_duration_ms=d
+        )
+        for j, d in durations.items()
+    }
 
 
 def test_longest_expected_job_first_and_unknown_jobs_before_all():
@@ -47,7 +55,8 @@ def test_fresh_jobs_are_skipped_and_stale_ones_run():
         **last({planned[2]: None}, age_seconds=60),  # fresh, duration unknown
     }
     result = schedule(planned, history, skip_fresh_minutes=30, now=NOW)
-    assert result.skipped == [JobRecord(planned[0], "skipped"), JobRecord(planned[2], "skipped")]
+    assert [r.job for r in result.skipped] == [planned[0], planned[2]]
+    assert all(r.status == "skipped" and "fresh" in r.error for r in result.skipped)
     assert result.jobs == [planned[3], planned[1]]
 
 
@@ -92,6 +101,7 @@ def seed_history(db, durations: dict[tuple[str, str], int], minutes_ago: float =
                 " now() - %s * interval '1 minute')",
                 (run_id, client_id, platform, ms, minutes_ago),
             )
+    rebuild_state(db)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from analytics_refresh import db as runner_db
 from analytics_refresh.cli import main
 from tests.conftest import connect_clients
 
@@ -49,7 +50,15 @@ def add_run(db, hours_ago: float, jobs: dict, *, status="succeeded", code=0, tri
                     hours_ago * 3600,
                 ),
             )
+    rebuild_state(db)
     return run_id
+
+
+def rebuild_state(db) -> None:
+    """Fill refresh_state from the history, as `db init` does when upgrading an install."""
+    with db.cursor() as cur:
+        cur.execute("DELETE FROM refresh_state")
+    runner_db.init_schema(db)
 
 
 @pytest.fixture

@@ -46,3 +46,74 @@ CREATE TABLE IF NOT EXISTS refresh_jobs (
 -- Serves "last success per client x platform": status, skip-fresh and job ordering.
 CREATE INDEX IF NOT EXISTS refresh_jobs_last_success_idx
     ON refresh_jobs (client_id, platform, finished_at DESC) WHERE status = 'succeeded';
+
+-- A live run renews its lease every few seconds: a run row left 'running' whose lease is
+-- fresh belongs to a run still alive (say, after a database restart took its lock).
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz;
+-- Where the adaptive concurrency limit settled: the next run starts there.
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS concurrency_limit integer;
+
+-- One row per client x platform: its last attempt, its last success, its failure streak.
+-- Written in the same statement as the job's refresh_jobs row, so the two never disagree;
+-- every per-key question (status, skip, order, metrics) reads it instead of the history.
+CREATE TABLE IF NOT EXISTS refresh_state (
+    client_id             uuid NOT NULL,
+    platform              text NOT NULL CHECK (platform IN ('shopify', 'amazon', 'all')),
+    last_run_id           uuid,
+    last_attempt_at       timestamptz,
+    last_status           text CHECK (last_status IN ('succeeded', 'failed')),
+    last_http_status      integer,
+    last_error            text,
+    consecutive_failures  integer NOT NULL DEFAULT 0,
+    last_success_at       timestamptz,
+    last_success_run_id   uuid,
+    last_duration_ms      integer,
+    last_platform_count   integer,
+    last_sku_count        integer,
+    PRIMARY KEY (client_id, platform)
+);
+-- The change key stored with the last success (REFRESH_CHANGE_SQL), and when it was first
+-- seen to differ from the one before.
+ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS change_key text;
+ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS changed_at timestamptz;
+
+-- An install upgraded from a release without the state table: fill it from the history,
+-- once (only while it is empty), so status and ordering know every key at once. One pass
+-- over refresh_jobs with hash joins: minutes at most, and only on that first upgrade.
+DO $fill$
+BEGIN
+    IF EXISTS (SELECT 1 FROM refresh_state) THEN
+        RETURN;
+    END IF;
+    INSERT INTO refresh_state (
+        client_id, platform, last_run_id, last_attempt_at, last_status, last_http_status,
+        last_error, consecutive_failures, last_success_at, last_success_run_id,
+        last_duration_ms, last_platform_count, last_sku_count)
+    WITH finished AS MATERIALIZED (
+        SELECT client_id, platform, run_id, status, http_status, error, finished_at,
+               duration_ms, platform_count, sku_count
+        FROM refresh_jobs
+        WHERE status IN ('succeeded', 'failed') AND finished_at IS NOT NULL
+    ), last_attempt AS (
+        SELECT DISTINCT ON (client_id, platform) *
+        FROM finished ORDER BY client_id, platform, finished_at DESC
+    ), last_success AS (
+        SELECT DISTINCT ON (client_id, platform) *
+        FROM finished WHERE status = 'succeeded'
+        ORDER BY client_id, platform, finished_at DESC
+    ), streak AS (
+        SELECT f.client_id, f.platform, count(*) AS failures
+        FROM finished f
+        LEFT JOIN last_success s USING (client_id, platform)
+        WHERE f.status = 'failed' AND (s.finished_at IS NULL OR f.finished_at > s.finished_at)
+        GROUP BY f.client_id, f.platform
+    )
+    SELECT a.client_id, a.platform, a.run_id, a.finished_at, a.status, a.http_status,
+           a.error, coalesce(k.failures, 0), s.finished_at, s.run_id, s.duration_ms,
+           s.platform_count, s.sku_count
+    FROM last_attempt a
+    LEFT JOIN last_success s USING (client_id, platform)
+    LEFT JOIN streak k USING (client_id, platform)
+    ON CONFLICT (client_id, platform) DO NOTHING;
+END
+$fill$;

@@ -142,7 +142,7 @@ def test_500_twice_then_200_succeeds_on_attempt_3(run_env, clients, backend, db)
     assert jobs(db)[(BOB, "shopify")][:3] == ("succeeded", 3, 200)
     assert any(
         line.startswith(f"✅ SUCCESS - {BOB} (shopify): 1 platforms, 7 SKUs [")
-        and "attempt 3]" in line
+        and "attempt 3 after HTTP 500 x2]" in line
         for line in log_lines(run_env)
     )
 

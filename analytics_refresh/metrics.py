@@ -1,0 +1,205 @@
+"""The run's metrics: a Prometheus text file and/or a push to a Pushgateway.
+
+``METRICS_FILE`` is replaced atomically at the end of each run (node_exporter's textfile
+collector reads it); ``METRICS_PUSHGATEWAY_URL`` receives the same metrics, grouped by job
+and shard, where no node_exporter runs (Kubernetes, compose, Render). Every series carries
+``shard`` ("none" for an unsharded run), and a sharded run names its file per shard, so
+shards sharing one textfile directory never write the same series. Neither path ever
+changes the run's outcome: a failure is a warning in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, push_to_gateway, write_to_textfile
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.parser import text_string_to_metric_families
+
+from . import db, records
+from .errors import first_line
+from .runner import RunResult
+from .settings import Settings
+from .urls import public_host
+
+log = logging.getLogger(__name__)
+
+JOB_STATUSES = ("succeeded", "failed", "not_attempted", "skipped")
+CHANGE_KINDS = ("changed", "unchanged", "due")
+PREFIX = "analytics_refresh_"
+LAST_SUCCESS = PREFIX + "last_success_timestamp_seconds"
+CLIENT_LAST_SUCCESS = PREFIX + "client_last_success_timestamp_seconds"
+FAILING = PREFIX + "keys_failing_repeatedly"
+PUSH_JOB = "analytics_refresh"
+PUSH_TIMEOUT_SECONDS = 5.0
+
+
+def shard_label(settings: Settings) -> str:
+    return str(settings.shard) if settings.shard else "none"
+
+
+def metrics_path(settings: Settings) -> Path | None:
+    """Return the metrics file of this run: per shard when sharded."""
+    path = settings.metrics_file
+    if path is None or settings.shard is None:
+        return path
+    shard = settings.shard
+    return path.with_name(f"{path.stem}.shard-{shard.index}-of-{shard.count}{path.suffix}")
+
+
+class _Known:
+    """What the record says beyond this run: per-key successes, failing keys."""
+
+    def __init__(self, last_success: float | None = None, clients=(), failing: int = 0):
+        self.last_success = last_success
+        self.clients = list(clients)  # (client_id, platform, epoch or 0)
+        self.failing = failing
+
+
+class _Snapshot:
+    """A collector holding the values one run writes."""
+
+    def __init__(self, result: RunResult, known: _Known, shard: str):
+        self.result = result
+        self.known = known
+        self.shard = shard
+
+    def gauge(self, name: str, doc: str, value: float) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(PREFIX + name, doc, labels=["shard"])
+        family.add_metric([self.shard], value)
+        return family
+
+    def collect(self):
+        r, shard = self.result, self.shard
+        for name, doc, value in (
+            ("last_run_start_timestamp_seconds", "When the last run started.", r.started_at),
+            ("last_run_end_timestamp_seconds", "When the last run ended.", r.finished_at),
+            (
+                "last_run_duration_seconds",
+                "How long the last run took.",
+                max(0.0, r.finished_at - r.started_at),
+            ),
+            ("last_run_exit_code", "The last run's exit code (0 = all succeeded).", r.exit_code),
+            ("last_run_retries", "Retried attempts in the last run.", r.retries),
+            (
+                "last_success_timestamp_seconds",
+                "When the last run that refreshed every job ended (0: never).",
+                self.known.last_success or 0.0,
+            ),
+            (
+                "keys_failing_repeatedly",
+                "Client x platforms whose last 3 or more attempts in a row failed.",
+                self.known.failing,
+            ),
+        ):
+            yield self.gauge(name, doc, value)
+        jobs = GaugeMetricFamily(
+            PREFIX + "last_run_jobs", "Jobs of the last run by status.", labels=["status", "shard"]
+        )
+        for status in JOB_STATUSES:
+            jobs.add_metric([status, shard], r.counts[status])
+        yield jobs
+        changes = GaugeMetricFamily(
+            PREFIX + "last_run_change_jobs",
+            "Jobs of the last run by change detection: data changed, unchanged (skipped), "
+            "or refreshed because their max age came due.",
+            labels=["kind", "shard"],
+        )
+        for kind in CHANGE_KINDS:
+            changes.add_metric([kind, shard], r.counts[f"change_{kind}"])
+        yield changes
+        clients = GaugeMetricFamily(
+            CLIENT_LAST_SUCCESS,
+            "When each connected client x platform was last refreshed (0: never).",
+            labels=["client_id", "platform", "shard"],
+        )
+        for client_id, platform, value in self.known.clients:
+            clients.add_metric([client_id, platform, shard], value)
+        yield clients
+
+
+def publish(settings: Settings, result: RunResult) -> None:
+    """Write the metrics file and push to the gateway, as configured; never raise."""
+    path = metrics_path(settings)
+    if path is None and settings.pushgateway_url is None:
+        return
+    known = None
+    # Exit 4: the database was unreachable moments ago; do not wait on it a second time.
+    if result.exit_code != 4:
+        try:
+            known = _from_database(settings)
+        except Exception as exc:
+            log.warning(
+                "⚠️ Metrics: cannot read refresh times from the database (%s)", first_line(exc)
+            )
+    if known is None:
+        # Keep what the previous run knew rather than claim nothing was ever refreshed.
+        known = _from_previous_file(path) if path is not None else _Known()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(result, known, shard_label(settings)))
+    if path is not None:
+        _write(path, registry)
+    if settings.pushgateway_url is not None:
+        _push(settings, registry)
+
+
+def _write(path: Path, registry: CollectorRegistry) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_to_textfile(str(path), registry)
+    except OSError as exc:
+        log.warning("⚠️ Cannot write the metrics file %s: %s", path, exc.strerror or exc)
+        return
+    log.debug("Metrics written to %s", path)
+
+
+def _push(settings: Settings, registry: CollectorRegistry) -> None:
+    try:
+        push_to_gateway(
+            settings.pushgateway_url,
+            job=PUSH_JOB,
+            registry=registry,
+            grouping_key={"shard": shard_label(settings)},
+            timeout=PUSH_TIMEOUT_SECONDS,
+        )
+    except Exception as exc:  # a gateway that is down costs seconds, never the run
+        log.warning(
+            "⚠️ Cannot push metrics to the Pushgateway on %s (%s)",
+            public_host(settings.pushgateway_url),
+            type(exc).__name__,
+        )
+        return
+    log.debug("Metrics pushed to %s", public_host(settings.pushgateway_url))
+
+
+def _from_database(settings: Settings) -> _Known:
+    with db.connection(db.database_url(settings)) as conn:
+        last_success = records.last_successful_run(conn, settings.shard_label)
+        _, rows = records.freshness(conn, settings)
+    clients = [
+        (r.client_id, r.platform, r.last_success.timestamp() if r.last_success else 0.0)
+        for r in rows
+    ]
+    return _Known(last_success, clients, sum(1 for r in rows if r.failing_repeatedly))
+
+
+def _from_previous_file(path: Path) -> _Known:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return _Known()
+    known = _Known()
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == LAST_SUCCESS:
+                    known.last_success = sample.value
+                elif sample.name == FAILING:
+                    known.failing = int(sample.value)
+                elif sample.name == CLIENT_LAST_SUCCESS:
+                    labels = sample.labels
+                    known.clients.append((labels["client_id"], labels["platform"], sample.value))
+    except (ValueError, KeyError):
+        return _Known()
+    return known

@@ -1,0 +1,213 @@
+"""The one way through a command: exceptions become exit codes here and nowhere else.
+
+``execute`` reads the environment and the settings, runs the command, turns whatever
+escapes it into the exit code of INTERFACE.md section 4 (``errors.exit_code``), says what
+went wrong on stderr and in the log file, and tells the heartbeat the very code the
+process exits with. Every entry point (the CLI, the cron script, the manual run) uses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .clock import Deadline
+from .errors import ConfigError, LockHeld, exit_code
+from .heartbeat import Heartbeat, LogTail
+from .logs import get_logger, is_configured, redact, setup_logging, writes_stderr
+from .runner import Hooks, RunResult
+from .settings import Settings, load_environment, partial, raw_secrets
+from .stop import StopRequest
+
+log = get_logger()
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command: what it does, and whether it is a run (logged and monitored)."""
+
+    function: Callable[..., int]
+    run: bool = False  # a refresh run: logs to the file, pings the heartbeat, writes metrics
+    logs: bool = False  # errors also go to the log file
+    configure: Callable[[Settings, object], Settings] = field(default=lambda s, _args: s)
+    # Shows settings that could not be read the command's own way (the checklist's line).
+    explain: Callable[[ConfigError], None] | None = None
+
+
+class Process:
+    """One command's process: its settings, deadline, stop request and monitors."""
+
+    def __init__(self, started: float):
+        self.command = Command(lambda *_: 0)  # until the command line is parsed
+        self.started = started
+        self.environ: Mapping[str, str] = {}
+        self.settings: Settings | None = None
+        self.stop = StopRequest()
+        self.heartbeat: Heartbeat | None = None
+        self.tail: LogTail | None = None
+        self.run_id: str | None = None
+        self.result: RunResult | None = None
+        self._tail_attached = contextlib.ExitStack()
+
+    # -- what a run command uses ------------------------------------------------------------
+    def deadline(self, settings: Settings) -> Deadline:
+        """The run's deadline, counted from the process start."""
+        return Deadline(settings.deadline, started=self.started)
+
+    def hooks(self, on_job_done=None) -> Hooks:
+        def started(run_id: str) -> None:
+            self.run_id = run_id
+            if self.heartbeat is not None:
+                self.heartbeat.start(run_id)
+
+        return Hooks(on_started=started, on_job_done=on_job_done)
+
+    def monitor(self, settings: Settings) -> None:
+        """Set up what watches a run: the heartbeat and the log tail it sends."""
+        if settings.dry_run:
+            return
+        if settings.healthcheck_url:
+            self.heartbeat = Heartbeat(settings.healthcheck_url)
+        self.tail = self._tail_attached.enter_context(LogTail.attached(settings.secrets))
+
+    # -- the way out ------------------------------------------------------------------------
+    def report(self, exc: BaseException, code: int) -> None:
+        """Say what went wrong: the log (file included), stderr, and the heartbeat's body."""
+        secrets = self.settings.secrets if self.settings else raw_secrets(self.environ)
+        message = redact(str(exc) or type(exc).__name__, secrets)
+        if isinstance(exc, KeyboardInterrupt):
+            message = "interrupted"
+        if isinstance(exc, ConfigError) and self.command.explain is not None:
+            with contextlib.suppress(Exception):
+                self.command.explain(exc)
+        if self.command.logs and not is_configured():
+            self._fallback_logging()
+        if isinstance(exc, LockHeld):
+            log.warning("%s (exit %d)", message, code)
+        elif is_configured() or self.tail is not None:
+            log.error("❌ %s (exit %d): %s", type(exc).__name__, code, message)
+        if not writes_stderr():
+            with contextlib.suppress(Exception):  # a closed stderr cannot be written to
+                sys.stderr.write(f"analytics-refresh: {message}\n")
+        if self.command.run and self.heartbeat is None and self.settings is None:
+            url = partial(self.environ, "HEALTHCHECK_URL")
+            if url:
+                self.heartbeat = Heartbeat(url)
+                self.tail = LogTail(raw_secrets(self.environ))
+                self.tail.lines.append(f"error (exit {code}): {message}")
+
+    def _fallback_logging(self) -> None:
+        """Log to the configured file even when the settings as a whole are invalid."""
+        fallback = Settings(
+            log_dir=partial(self.environ, "LOG_DIR", Path("logs")),
+            journal=bool(self.environ.get("JOURNAL_STREAM")),
+        )
+        with contextlib.suppress(Exception):
+            setup_logging(fallback)
+
+    def finish(self, code: int) -> None:
+        """Publish the run's metrics and tell the heartbeat the exit code; never raise."""
+        settings = self.settings
+        try:
+            if self.command.run and settings is not None and not settings.dry_run:
+                result = self.result or RunResult(self.run_id, "failed", code)
+                if not result.finished_at:
+                    result.started_at = time.time() - (time.monotonic() - self.started)
+                    result.finished_at = time.time()
+                # A run that found the lock taken did nothing: the holder's metrics stay.
+                if code != LockHeld.exit_code:
+                    from .metrics import publish
+
+                    publish(settings, result)
+            if self.heartbeat is not None:
+                body = self.tail.text() if self.tail is not None else ""
+                self.heartbeat.finish(code, body, self.run_id)
+        except Exception as exc:  # monitoring never changes the outcome
+            log.warning("⚠️ Monitoring failed at the end of the run: %s", type(exc).__name__)
+        finally:
+            self._tail_attached.close()
+
+
+def execute(
+    parse: Callable[[], tuple[Command, object]], environ: Mapping[str, str] | None = None
+) -> int:
+    """Parse the command line, run its command and return the process's exit code.
+
+    ``parse`` returns the command and its parsed arguments; a usage error it raises is
+    reported like any other (exit 2), ``--help`` and ``--version`` exit 0.
+    """
+    proc = Process(time.monotonic())
+    code = 1
+    _safe_console()
+    try:
+        command, args = parse()
+        proc.command = command
+        proc.environ = load_environment(environ)
+        proc.settings = command.configure(Settings.from_env(proc.environ), args)
+        if command.logs:
+            setup_logging(proc.settings)
+        _warn(proc.settings.warnings)
+        if command.run:
+            proc.monitor(proc.settings)
+        code = command.function(args, proc.settings, proc)
+    except SystemExit as exc:  # --help or --version: argparse has printed it
+        code = exit_code(exc)
+    except BaseException as exc:  # every way out gets its code, a report and a ping
+        code = exit_code(exc)
+        proc.report(exc, code)
+    finally:
+        proc.finish(code)
+    return code
+
+
+def _safe_console() -> None:
+    """Print ✓ and emoji as escapes on a console that cannot encode them (a redirected
+    console on Windows is cp1252) rather than crash a status check or lose a log line."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if stream is not None and encoding != "utf8" and hasattr(stream, "reconfigure"):
+            with contextlib.suppress(Exception):
+                stream.reconfigure(errors="backslashreplace")
+
+
+def _warn(warnings: tuple[str, ...]) -> None:
+    for warning in warnings:
+        if is_configured():
+            log.warning("⚠️ %s", warning)
+        if not writes_stderr():
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"analytics-refresh: warning: {warning}\n")
+
+
+@contextlib.contextmanager
+def handle_signals(stop: StopRequest):
+    """Turn SIGTERM, SIGINT and SIGHUP (SIGBREAK on Windows) into a clean stop; a second
+    signal exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = [n for n in ("SIGTERM", "SIGINT", "SIGHUP", "SIGBREAK") if hasattr(signal, n)]
+
+    def on_signal(signum, _frame):
+        name = signal.Signals(signum).name
+        if stop.is_set() and (stop.reason or "").startswith("received "):
+            log.error("Received %s again: exiting now; the next run marks this one abandoned", name)
+            logging.shutdown()
+            os._exit(6)
+        log.warning("Received %s: no new job starts; jobs in flight finish", name)
+        stop.request(f"received {name}")
+
+    previous = {n: signal.signal(getattr(signal, n), on_signal) for n in names}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)

@@ -1,0 +1,185 @@
+"""Every SQL statement the runner sends, each once, by name (the schema is sql/*.sql).
+
+Values always travel as parameters; the only identifiers composed are cache table names,
+through ``psycopg2.sql.Identifier`` at the call site.
+"""
+
+# -- connections and the schema -----------------------------------------------------------
+SET_TIMEOUTS = (
+    "SELECT set_config('statement_timeout', %(ms)s, false), "
+    "set_config('lock_timeout', %(ms)s, false)"
+)
+SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %(ms)s, false)"
+NO_STATEMENT_TIMEOUT = "SET statement_timeout = 0"
+INIT_LOCK = "SELECT pg_advisory_lock(hashtext('analytics-refresh db init'))"
+INIT_UNLOCK = "SELECT pg_advisory_unlock(hashtext('analytics-refresh db init'))"
+MISSING_TABLES = "SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NULL"
+# pg_attribute, not information_schema: the latter hides columns the role has no privilege
+# on, which would call a current table outdated.
+MISSING_COLUMNS = """
+    SELECT t, c FROM unnest(%s::text[], %s::text[]) AS x(t, c) WHERE NOT EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = to_regclass(t) AND attname = c AND NOT attisdropped)
+"""
+DATABASE_NOW = "SELECT now()"
+SERVER_VERSION = "SHOW server_version"
+
+# -- the plan -------------------------------------------------------------------------------
+# Streamed through a server-side cursor: 100,000 clients never sit in memory as rows.
+SELECT_CONNECTED = """
+    SELECT client_id::text, platform::text
+    FROM client_api_credentials
+    WHERE status = 'connected'
+    ORDER BY client_id::text, platform::text
+"""
+CREDENTIAL_STATUSES = """
+    SELECT status, count(*) FROM client_api_credentials GROUP BY status ORDER BY status
+"""
+
+# -- a run's record -------------------------------------------------------------------------
+INSERT_RUN = """
+    INSERT INTO refresh_runs (run_id, trigger, host, shard, pid, status, exit_code, note,
+                              heartbeat_at, finished_at)
+    VALUES (%(run_id)s, %(trigger)s, %(host)s, %(shard)s, %(pid)s, %(status)s, %(exit_code)s,
+            %(note)s, now(), CASE WHEN %(status)s = 'running' THEN NULL ELSE now() END)
+    ON CONFLICT (run_id) DO NOTHING
+"""
+RENEW_LEASE = "UPDATE refresh_runs SET heartbeat_at = now() WHERE run_id = %(run_id)s"
+# Rows left 'running' that this run's lock says cannot belong to a run holding a lock now:
+# an unsharded run holds every lock's ground; a shard's run knows its own shard and every
+# other shard count are not running (lock.py). Their lease tells alive from dead.
+RUNNING_ELSEWHERE = """
+    SELECT run_id::text, host, pid,
+           extract(epoch FROM now() - coalesce(heartbeat_at, started_at))::float8
+    FROM refresh_runs
+    WHERE status = 'running' AND run_id <> %(run_id)s
+      AND (%(shard)s = '' OR shard = %(shard)s OR split_part(shard, '/', 2) <> %(count)s)
+"""
+MARK_ABANDONED = """
+    UPDATE refresh_runs SET status = 'abandoned', finished_at = now(), note = %(note)s
+    WHERE run_id = %(run_id)s AND status = 'running'
+"""
+INSERT_PLANNED_JOBS = """
+    INSERT INTO refresh_jobs (run_id, client_id, platform, status) VALUES %s
+    ON CONFLICT DO NOTHING
+"""
+# A batch of finished jobs: their refresh_jobs rows and their keys' refresh_state rows in
+# one statement, hence one transaction. A skipped job changes no state.
+FINISH_JOBS = """
+    WITH batch (run_id, client_id, platform, status, attempts, http_status, duration_ms,
+                platform_count, sku_count, error, change_key) AS (VALUES %s),
+    jobs AS (
+        UPDATE refresh_jobs AS j
+        SET status = b.status, attempts = b.attempts, http_status = b.http_status,
+            duration_ms = b.duration_ms, platform_count = b.platform_count,
+            sku_count = b.sku_count, error = b.error, finished_at = now()
+        FROM batch AS b
+        WHERE j.run_id = b.run_id AND j.client_id = b.client_id AND j.platform = b.platform
+    )
+    INSERT INTO refresh_state AS s (
+        client_id, platform, last_run_id, last_attempt_at, last_status, last_http_status,
+        last_error, consecutive_failures, last_success_at, last_success_run_id,
+        last_duration_ms, last_platform_count, last_sku_count, change_key, changed_at)
+    SELECT b.client_id, b.platform, b.run_id, now(), b.status, b.http_status, b.error,
+           CASE WHEN b.status = 'failed' THEN 1 ELSE 0 END,
+           CASE WHEN b.status = 'succeeded' THEN now() END,
+           CASE WHEN b.status = 'succeeded' THEN b.run_id END,
+           CASE WHEN b.status = 'succeeded' THEN b.duration_ms END,
+           CASE WHEN b.status = 'succeeded' THEN b.platform_count END,
+           CASE WHEN b.status = 'succeeded' THEN b.sku_count END,
+           CASE WHEN b.status = 'succeeded' THEN b.change_key END,
+           CASE WHEN b.status = 'succeeded' AND b.change_key IS NOT NULL THEN now() END
+    FROM batch AS b
+    WHERE b.status IN ('succeeded', 'failed')
+    ON CONFLICT (client_id, platform) DO UPDATE SET
+        last_run_id = excluded.last_run_id,
+        last_attempt_at = excluded.last_attempt_at,
+        last_status = excluded.last_status,
+        last_http_status = excluded.last_http_status,
+        last_error = excluded.last_error,
+        consecutive_failures = CASE WHEN excluded.last_status = 'failed'
+                                    THEN s.consecutive_failures + 1 ELSE 0 END,
+        last_success_at = coalesce(excluded.last_success_at, s.last_success_at),
+        last_success_run_id = coalesce(excluded.last_success_run_id, s.last_success_run_id),
+        last_duration_ms = CASE WHEN excluded.last_status = 'succeeded'
+                                THEN excluded.last_duration_ms ELSE s.last_duration_ms END,
+        last_platform_count = CASE WHEN excluded.last_status = 'succeeded'
+                                   THEN excluded.last_platform_count
+                                   ELSE s.last_platform_count END,
+        last_sku_count = CASE WHEN excluded.last_status = 'succeeded'
+                              THEN excluded.last_sku_count ELSE s.last_sku_count END,
+        change_key = CASE WHEN excluded.last_status = 'succeeded' THEN excluded.change_key
+                          ELSE s.change_key END,
+        changed_at = CASE
+            WHEN excluded.last_status <> 'succeeded' OR excluded.change_key IS NULL
+                THEN s.changed_at
+            WHEN s.change_key IS DISTINCT FROM excluded.change_key THEN now()
+            ELSE s.changed_at END
+"""
+FINISH_JOBS_TEMPLATE = (
+    "(%s::uuid, %s::uuid, %s::text, %s::text, %s::integer, %s::integer, %s::integer, %s::integer, "
+    "%s::integer, %s::text, %s::text)"
+)
+FINISH_RUN = """
+    UPDATE refresh_runs
+    SET status = %(status)s, exit_code = %(exit_code)s, finished_at = now(), note = %(note)s,
+        jobs_total = %(total)s, jobs_succeeded = %(succeeded)s, jobs_failed = %(failed)s,
+        jobs_not_attempted = %(not_attempted)s, jobs_skipped = %(skipped)s,
+        concurrency_limit = %(concurrency_limit)s, heartbeat_at = now()
+    WHERE run_id = %(run_id)s
+"""
+# Where the adaptive limit settled in the last run of this shard that did its jobs.
+LEARNED_LIMIT = """
+    SELECT concurrency_limit FROM refresh_runs
+    WHERE shard = %s AND status IN ('succeeded', 'partial') AND concurrency_limit IS NOT NULL
+    ORDER BY started_at DESC LIMIT 1
+"""
+
+# -- reading the record ---------------------------------------------------------------------
+KEY_STATES = """
+    SELECT client_id::text, platform, last_attempt_at, last_status, last_error,
+           last_http_status, consecutive_failures, last_success_at, last_duration_ms,
+           change_key, changed_at
+    FROM refresh_state
+"""
+RECENT_RUNS = """
+    SELECT run_id::text, trigger, host, shard, started_at, finished_at, status, exit_code,
+           jobs_total, jobs_succeeded, jobs_failed, jobs_not_attempted, jobs_skipped, note
+    FROM refresh_runs
+    ORDER BY started_at DESC
+    LIMIT %s
+"""
+LAST_SUCCESSFUL_RUN = """
+    SELECT extract(epoch FROM max(finished_at))::float8
+    FROM refresh_runs
+    WHERE status = 'succeeded' AND shard = %s
+"""
+RUN_STARTED = "SELECT started_at FROM refresh_runs WHERE run_id = %s"
+
+# -- pruning (bounded batches: each statement holds its row locks briefly) ------------------
+PRUNE_CANDIDATES = """
+    SELECT run_id FROM refresh_runs
+    WHERE status <> 'running' AND finished_at < now() - make_interval(days => %(days)s)
+    ORDER BY finished_at
+    LIMIT %(limit)s
+"""
+PRUNE_JOBS = """
+    DELETE FROM refresh_jobs
+    WHERE (run_id, client_id, platform) IN (
+        SELECT run_id, client_id, platform FROM refresh_jobs
+        WHERE run_id = ANY(%(ids)s::uuid[])
+        LIMIT %(limit)s)
+"""
+PRUNE_RUNS = """
+    DELETE FROM refresh_runs WHERE run_id = ANY(%(ids)s::uuid[]) AND status <> 'running'
+"""
+
+# -- the application's cache tables (manual run, demo) --------------------------------------
+TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+NEWEST_CACHE_ROWS = """
+    SELECT platform, max(computed_at) FILTER (WHERE computed_at >= %(since)s), max(computed_at)
+    FROM {table}
+    WHERE platform = ANY(%(platforms)s)
+    GROUP BY platform
+"""
+COUNT_FRESH_CACHE_ROWS = "SELECT count(*) FROM {table} WHERE computed_at >= to_timestamp(%s)"
