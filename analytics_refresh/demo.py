@@ -24,19 +24,24 @@ from .settings import Settings
 
 
 def run_demo(settings: Settings, args, proc) -> int:
-    """Build (or reuse) the demo system, refresh it once, and return the run's exit code."""
+    """Build (or reuse) the demo system, refresh it twice, and return the last run's code.
+
+    The second run is change-aware (the reference schema's change query): it skips every
+    key whose data did not change, and with ``--new-orders`` refreshes that client only.
+    """
     # Only the demo reaches into the reference API, and only here, so a user with their
     # own backend can delete dashboard_api/ and keep everything else.
     from dashboard_api import create_app
+    from dashboard_api.changes import CHANGE_SQL
     from dashboard_api.config import from_environ
     from dashboard_api.db import init_schema as init_api_schema
-    from dashboard_api.demo import load_demo
+    from dashboard_api.demo import add_orders, load_demo
     from dashboard_api.server import start_background
 
     console = Console(highlight=False)
     secret = settings.secret_key or secrets.token_urlsafe(48)
     url = db.database_url(settings)
-    console.print(f"[bold]1/4[/] Database: {db.describe(url)}")
+    console.print(f"[bold]1/5[/] Database: {db.describe(url)}")
     with db.connection(url) as conn:
         db.init_schema(conn)
         init_api_schema(conn)
@@ -45,30 +50,55 @@ def run_demo(settings: Settings, args, proc) -> int:
             conn, clients=args.clients, skus=args.skus, orders_per_day=args.orders_per_day
         )
         console.print(
-            f"[bold]2/4[/] Demo data: {len(client_ids)} connected clients "
+            f"[bold]2/5[/] Demo data: {len(client_ids)} connected clients "
             f"({time.monotonic() - started:.1f}s)"
         )
 
     app = create_app({**from_environ(proc.environ), "DATABASE_URL": url, "API_SECRET_KEY": secret})
     server = start_background(app, host="127.0.0.1", port=0)
     try:
-        console.print(f"[bold]3/4[/] Reference dashboard API on {server.url}")
+        console.print(f"[bold]3/5[/] Reference dashboard API on {server.url}")
         run_settings = settings.replace(
-            api_url=server.url, secret_key=secret, database_url=url, trigger="demo"
+            api_url=server.url,
+            secret_key=secret,
+            database_url=url,
+            trigger="demo",
+            change_sql=settings.change_sql or CHANGE_SQL,
         )
         setup_logging(run_settings, interactive=True)
-        console.print("[bold]4/4[/] One refresh run, as cron would start it:")
         proc.settings = run_settings
-        proc.result = result = execute_run(
-            run_settings, deadline=proc.deadline(run_settings), stop=proc.stop, hooks=proc.hooks()
-        )
+        console.print("[bold]4/5[/] A refresh run, as cron would start it:")
+        result = _run(proc, run_settings)
         if result.records:
             _show_cache(console, url, result)
             _show_dashboard(console, server.url, secret, result)
+        if proc.stop.is_set() or result.exit_code:
+            return result.exit_code
+        what = "nothing changed since"
+        if args.new_orders:
+            with db.connection(url) as conn:
+                added = add_orders(conn, client_ids[0], args.new_orders)
+            what = f"{len(added.order_ids)} new orders for {client_ids[0]} since"
+        console.print(
+            f"[bold]5/5[/] A second run, {what} the first: only changed data is refreshed"
+        )
+        result = _run(proc, run_settings)
     finally:
         server.stop()
     console.print(f"Log: {run_settings.log_file}   exit code: {result.exit_code}")
+    if not settings.database_url:
+        console.print(
+            "The embedded PostgreSQL keeps running for the next demo and run; stop it with "
+            "`analytics-refresh db stop`."
+        )
     return result.exit_code
+
+
+def _run(proc, settings: Settings):
+    proc.result = execute_run(
+        settings, deadline=proc.deadline(settings), stop=proc.stop, hooks=proc.hooks()
+    )
+    return proc.result
 
 
 def _show_cache(console: Console, url: str, result) -> None:

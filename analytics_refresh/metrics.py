@@ -107,7 +107,7 @@ class _Snapshot:
             labels=["kind", "shard"],
         )
         for kind in CHANGE_KINDS:
-            changes.add_metric([kind, shard], r.counts[f"change_{kind}"])
+            changes.add_metric([kind, shard], r.changes[kind])
         yield changes
         clients = GaugeMetricFamily(
             CLIENT_LAST_SUCCESS,

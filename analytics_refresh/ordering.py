@@ -35,6 +35,7 @@ class Schedule:
     skipped: list[JobRecord] = field(default_factory=list)
     expected: dict[Job, float] = field(default_factory=dict)  # seconds, jobs with history
     change_keys: dict[Job, str] = field(default_factory=dict)  # the data's key at planning
+    kinds: dict[Job, str] = field(default_factory=dict)  # changed | unchanged | due
 
 
 def schedule(

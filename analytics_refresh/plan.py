@@ -42,6 +42,8 @@ class Plan:
     client_count: int = 0
     jobs: list[Job] = field(default_factory=list)
     rejected_rows: int = 0
+    # Each planned client's connected platforms (its ``all`` dashboard combines them).
+    connected: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Ids given with --client that have no connected credential (a typo, a disconnection).
     unknown_clients: list[str] = field(default_factory=list)
 
@@ -91,6 +93,7 @@ def build_plan(rows: Iterable[tuple[str, str]], settings: Settings) -> Plan:
         if current is None or not connected:
             return
         plan.client_count += 1
+        plan.connected[current] = tuple(connected)
         for platform in PLATFORMS:
             if platform in settings.platforms and (platform == "all" or platform in connected):
                 plan.jobs.append(Job(current, platform))

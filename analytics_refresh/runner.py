@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import db, ordering, prune, records
+from . import changes, db, ordering, prune, records
 from .client import RefreshClient
 from .clock import Deadline
 from .concurrency import AdaptiveLimit, make_limit
@@ -51,6 +51,7 @@ class RunResult:
     started_at: float = 0.0
     finished_at: float = 0.0
     retries: int = 0
+    changes: Counter = field(default_factory=Counter)  # changed | unchanged | due jobs
 
 
 @dataclass
@@ -233,7 +234,7 @@ def _run_jobs(ctx: RunContext) -> RunResult:
             "status = 'connected'%s",
             " for the selected clients or shard" if settings.clients or settings.shard else "",
         )
-    schedule = _schedule(ctx.conn, settings, plan)
+    schedule = _schedule(ctx.conn, settings, plan, deadline)
     history.record_planned(plan.jobs, schedule.skipped)
     keeper = Keeper(history, ctx.lock, stop).start()
     client = RefreshClient(settings)
@@ -284,7 +285,7 @@ def _run_jobs(ctx: RunContext) -> RunResult:
         counts["succeeded"],
         counts["failed"],
         len(plan.jobs),
-        _extras(counts, run.retries),
+        _extras(counts, sum(1 for k in schedule.kinds.values() if k == "unchanged"), run.retries),
         time.time() - wall_started,
         history.run_id,
     )
@@ -304,11 +305,16 @@ def _run_jobs(ctx: RunContext) -> RunResult:
     )
 
 
-def _extras(counts: Counter, retries: int) -> str:
+def _extras(counts: Counter, unchanged: int, retries: int) -> str:
+    fresh = counts["skipped"] - unchanged
     parts = [
-        f"{counts[k]} {label}"
-        for k, label in (("skipped", "skipped as fresh"), ("not_attempted", "not attempted"))
-        if counts[k]
+        f"{n} {label}"
+        for n, label in (
+            (unchanged, "skipped as unchanged"),
+            (fresh, "skipped as fresh"),
+            (counts["not_attempted"], "not attempted"),
+        )
+        if n
     ]
     if retries:
         parts.append(f"{retries} {'retry' if retries == 1 else 'retries'}")
@@ -352,15 +358,52 @@ def _learned(history: History) -> int | None:
         return None
 
 
-def _schedule(conn, settings: Settings, plan: Plan) -> ordering.Schedule:
-    """Skip the fresh jobs and order the rest from the keys' state (plan order without)."""
+def _schedule(conn, settings: Settings, plan: Plan, deadline: Deadline) -> ordering.Schedule:
+    """Skip what need not run (unchanged, fresh) and order the rest from the keys' state."""
     if not plan.jobs:
         return ordering.Schedule()
     states = records.key_states(conn)
     now = records.database_now(conn)
-    return ordering.schedule(
-        plan.jobs, states, skip_fresh_minutes=settings.skip_fresh_minutes, now=now
+    decision = _changes(conn, settings, plan, states, now, deadline)
+    jobs = plan.jobs if decision is None else decision.run
+    result = ordering.schedule(
+        jobs, states, skip_fresh_minutes=settings.skip_fresh_minutes, now=now
     )
+    if decision is not None:
+        result.skipped = decision.skipped + result.skipped
+        result.kinds, result.change_keys = decision.kinds, decision.keys
+    return result
+
+
+def _changes(conn, settings, plan, states, now, deadline) -> changes.Decision | None:
+    """Decide by the change query when one is configured; None: refresh every job."""
+    if not settings.change_sql:
+        return None
+    try:
+        keys = changes.read_keys(conn, settings.change_sql, deadline)
+    except changes.ChangeQueryError as exc:
+        log.warning(
+            "⚠️ REFRESH_CHANGE_SQL could not be used (%s): every job is refreshed this run",
+            exc,
+        )
+        return None
+    decision = changes.decide(
+        plan.jobs,
+        states,
+        keys,
+        connected=plan.connected,
+        now=now,
+        max_age_minutes=settings.max_age_minutes,
+    )
+    kinds = Counter(decision.kinds.values())
+    log.info(
+        "Change detection: %d changed, %d due (max age %g min), %d unchanged",
+        kinds["changed"],
+        kinds["due"],
+        settings.max_age_minutes,
+        kinds["unchanged"],
+    )
+    return decision
 
 
 def _prune_after(conn, settings: Settings) -> None:

@@ -1,4 +1,4 @@
-"""`analytics-refresh demo`: the whole system in one command, twice."""
+"""`analytics-refresh demo`: the whole system in one command, change-aware on its second run."""
 
 from __future__ import annotations
 
@@ -6,24 +6,51 @@ from analytics_refresh.cli import main
 from tests.conftest import log_lines
 
 
-def test_demo_runs_end_to_end_and_reuses_what_it_built(db_url, db, tmp_path, capsys):
+def results(env) -> list[str]:
+    return [line for line in log_lines(env) if line.startswith("Results:")]
+
+
+def test_demo_runs_end_to_end_and_its_second_run_refreshes_only_what_changed(
+    db_url, db, tmp_path, capsys
+):
     env = {"DATABASE_URL": db_url, "LOG_DIR": str(tmp_path / "logs")}  # no secret: demo makes one
-    assert main(["demo", "--skus", "20", "--orders-per-day", "10"], env) == 0
+    args = ["demo", "--clients", "3", "--skus", "20", "--orders-per-day", "10"]
+    assert main(args, env) == 0
     out = capsys.readouterr().out
     assert "Reference dashboard API on http://127.0.0.1:" in out
     assert "Cache rows written by this run" in out
     assert "total_sales" in out
-    assert "Results: 7 successful, 0 failed out of 7 total jobs" in "\n".join(log_lines(env))
+    first, second = results(env)
+    jobs = int(first.split()[1])
+    assert jobs >= 6
+    assert first.startswith(f"Results: {jobs} successful, 0 failed out of {jobs} total jobs")
+    # Nothing changed between the two runs: every key is skipped as unchanged.
+    assert second.startswith(
+        f"Results: 0 successful, 0 failed out of {jobs} total jobs ({jobs} skipped as unchanged"
+    )
+    unchanged = [line for line in log_lines(env) if "⏭ SKIPPED" in line]
+    assert len(unchanged) == jobs
+    assert all(": unchanged since " in line for line in unchanged)
 
     with db.cursor() as cur:
         cur.execute("SELECT count(*) FROM order_lines")
         (order_lines,) = cur.fetchone()
-        cur.execute("SELECT trigger, status, exit_code FROM refresh_runs")
+        cur.execute("SELECT DISTINCT trigger, status, exit_code FROM refresh_runs")
         assert cur.fetchall() == [("demo", "succeeded", 0)]
 
-    assert main(["demo", "--skus", "20", "--orders-per-day", "10"], env) == 0
+    # New orders for one client: the next run refreshes that client's keys, and only those.
+    assert main([*args, "--new-orders", "2"], env) == 0
+    *_, again, after_orders = results(env)
+    assert again.startswith("Results: 0 successful") and f"{jobs} skipped as unchanged" in again
+    assert after_orders.startswith("Results: ")
+    lines = log_lines(env)
+    last_run = max(i for i, line in enumerate(lines) if line.startswith("Starting analytics"))
+    refreshed = [line for line in lines[last_run:] if "✅ SUCCESS" in line]
+    refreshed_clients = {line.split()[3] for line in refreshed}
+    assert len(refreshed_clients) == 1  # the client with new orders, and no other
+    (client,) = refreshed_clients
+    assert len(refreshed) == sum(1 for line in unchanged if client in line)  # its every key
     with db.cursor() as cur:
         cur.execute("SELECT count(*) FROM order_lines")
-        assert cur.fetchone() == (order_lines,)  # the second demo reused the data
-        cur.execute("SELECT count(*) FROM refresh_runs WHERE status = 'succeeded'")
-        assert cur.fetchone() == (2,)
+        assert cur.fetchone()[0] > order_lines  # the new orders, on the reused data
+    assert "analytics-refresh db stop" not in capsys.readouterr().out  # DATABASE_URL was set

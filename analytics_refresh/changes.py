@@ -1,0 +1,163 @@
+"""Change-aware refresh (``REFRESH_CHANGE_SQL``): refresh what changed, and the rest when due.
+
+Once a run, the configured query (``client_id, platform, change_key`` rows for every client)
+runs read-only in the application's database. A job is skipped as ``unchanged`` when its
+key equals the one stored with its last success and that success is not yet due again. An
+``all`` job's key is the keys of every connected platform of its client, so it is unchanged
+only when all of them are; a key the query does not return counts as changed.
+
+Due: every key is refreshed at least once per ``REFRESH_MAX_AGE_MINUTES`` (the period), at
+a phase of its own inside the period, a hash of the key, so unchanged keys come due spread
+over the period instead of all in one run. A key is due when its last success is older than
+the latest of its due instants (phase + k x period) up to now; no key's cache is therefore
+older than one period plus one schedule interval.
+
+A query that fails, runs past its bound, or returns rows of the wrong shape is a warning
+naming the problem, and the run refreshes every job: never a silent skip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import psycopg2
+
+from . import db
+from .clock import Deadline
+from .errors import first_line
+from .history import JobRecord
+from .plan import SOURCE_PLATFORMS, Job, valid_client_id
+from .records import Key, KeyState
+
+log = logging.getLogger(__name__)
+
+# The change query gets this long at most (and never past the run's deadline).
+QUERY_SECONDS = 30.0
+MAX_KEY_LENGTH = 1000
+KINDS = ("changed", "unchanged", "due")
+
+
+class ChangeQueryError(Exception):
+    """The change query failed or returned rows it should not have."""
+
+
+def read_keys(conn, query: str, deadline: Deadline | None = None) -> dict[Key, str]:
+    """Run the configured query read-only; return {(client_id, platform): change_key}.
+
+    Raises ChangeQueryError naming the problem. Rows with a NULL key are left out (those
+    keys count as changed).
+    """
+    seconds = db.statement_seconds(deadline, QUERY_SECONDS)
+    was_autocommit = conn.autocommit
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION READ ONLY")
+            db.bound(conn, seconds)
+            try:
+                cur.execute(query)
+            except psycopg2.errors.QueryCanceled as exc:
+                raise ChangeQueryError(f"it ran past its bound of {seconds:g}s") from exc
+            except psycopg2.Error as exc:
+                raise ChangeQueryError(f"it failed: {first_line(exc)}") from exc
+            if cur.description is None:
+                raise ChangeQueryError("it returned no rows at all (not a SELECT)")
+            if len(cur.description) != 3:
+                raise ChangeQueryError(
+                    f"expected 3 columns (client_id, platform, change_key), got "
+                    f"{len(cur.description)}"
+                )
+            return _keys(cur)
+    finally:
+        if not conn.closed:
+            conn.rollback()
+            conn.autocommit = was_autocommit
+            db.bound(conn, db.statement_seconds(deadline))
+
+
+def _keys(rows) -> dict[Key, str]:
+    keys: dict[Key, str] = {}
+    for number, (raw_client, platform, key) in enumerate(rows, start=1):
+        client_id = valid_client_id(str(raw_client)) if raw_client is not None else None
+        if client_id is None:
+            raise ChangeQueryError(f"row {number}: client_id is not a UUID")
+        if platform not in SOURCE_PLATFORMS:
+            raise ChangeQueryError(f"row {number}: platform is not shopify or amazon")
+        if key is None:
+            continue
+        keys[(client_id, platform)] = str(key)[:MAX_KEY_LENGTH]
+    return keys
+
+
+def job_key(job: Job, keys: Mapping[Key, str], connected: Sequence[str]) -> str | None:
+    """Return a job's change key: its platform's, or for ``all`` every connected one's."""
+    if job.platform != "all":
+        return keys.get((job.client_id, job.platform))
+    parts = []
+    for platform in sorted(connected):
+        key = keys.get((job.client_id, platform))
+        if key is None:
+            return None  # one platform unknown: the combined dashboard counts as changed
+        parts.append(f"{platform}={key}")
+    return ";".join(parts) if parts else None
+
+
+def phase_seconds(job: Job, period_seconds: float) -> float:
+    """Return the key's stable offset inside the period, from a hash of the key."""
+    digest = hashlib.sha256(f"{job.client_id}/{job.platform}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % max(1, int(period_seconds))
+
+
+def latest_due(job: Job, now: datetime, period_seconds: float) -> datetime:
+    """Return the latest instant up to ``now`` at which the key came due."""
+    epoch = now.timestamp()
+    since = (epoch - phase_seconds(job, period_seconds)) % period_seconds
+    return now - timedelta(seconds=since)
+
+
+@dataclass
+class Decision:
+    """Which jobs run, which are skipped as unchanged, and why each one runs."""
+
+    run: list[Job] = field(default_factory=list)
+    skipped: list[JobRecord] = field(default_factory=list)
+    kinds: dict[Job, str] = field(default_factory=dict)  # changed | unchanged | due
+    keys: dict[Job, str] = field(default_factory=dict)  # stored with each success
+
+
+def decide(
+    jobs: Sequence[Job],
+    states: Mapping[Key, KeyState],
+    keys: Mapping[Key, str],
+    *,
+    connected: Mapping[str, Sequence[str]],
+    now: datetime,
+    max_age_minutes: float,
+) -> Decision:
+    """Split ``jobs`` into those to refresh (changed or due) and those skipped as unchanged.
+
+    ``connected`` gives each client's connected platforms, which make up its ``all`` key.
+    """
+    period = max_age_minutes * 60
+    decision = Decision()
+    for job in jobs:
+        key = job_key(job, keys, connected.get(job.client_id, ()))
+        if key is not None:
+            decision.keys[job] = key
+        state = states.get((job.client_id, job.platform))
+        last = state.last_success_at if state else None
+        if key is None or last is None or state.change_key != key:
+            decision.kinds[job] = "changed"
+            decision.run.append(job)
+        elif last < latest_due(job, now, period):
+            decision.kinds[job] = "due"
+            decision.run.append(job)
+        else:
+            decision.kinds[job] = "unchanged"
+            since = (state.changed_at or last).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            decision.skipped.append(JobRecord(job, "skipped", error=f"unchanged since {since}"))
+    return decision
