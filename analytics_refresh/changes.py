@@ -35,8 +35,10 @@ from .records import Key, KeyState
 
 log = logging.getLogger(__name__)
 
-# The change query gets this long at most (and never past the run's deadline).
+# The change query gets this long at most, and never more than a quarter of what the
+# deadline leaves: the refreshes it decides about need the rest.
 QUERY_SECONDS = 30.0
+QUERY_SHARE = 0.25
 MAX_KEY_LENGTH = 1000
 KINDS = ("changed", "unchanged", "due")
 
@@ -51,7 +53,9 @@ def read_keys(conn, query: str, deadline: Deadline | None = None) -> dict[Key, s
     Raises ChangeQueryError naming the problem. Rows with a NULL key are left out (those
     keys count as changed).
     """
-    seconds = db.statement_seconds(deadline, QUERY_SECONDS)
+    seconds = QUERY_SECONDS
+    if deadline is not None:
+        seconds = max(0.5, min(QUERY_SECONDS, deadline.remaining() * QUERY_SHARE))
     was_autocommit = conn.autocommit
     conn.autocommit = False
     try:

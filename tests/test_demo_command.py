@@ -41,7 +41,8 @@ def test_demo_runs_end_to_end_and_its_second_run_refreshes_only_what_changed(
     # New orders for one client: the next run refreshes that client's keys, and only those.
     assert main([*args, "--new-orders", "2"], env) == 0
     *_, again, after_orders = results(env)
-    assert again.startswith("Results: 0 successful") and f"{jobs} skipped as unchanged" in again
+    assert again.startswith("Results: 0 successful")
+    assert f"{jobs} skipped as unchanged" in again
     assert after_orders.startswith("Results: ")
     lines = log_lines(env)
     last_run = max(i for i, line in enumerate(lines) if line.startswith("Starting analytics"))

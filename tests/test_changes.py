@@ -1,0 +1,192 @@
+"""Change-aware refresh: skip what did not change, refresh the rest when due."""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from analytics_refresh.changes import decide, latest_due, phase_seconds
+from analytics_refresh.cli import main
+from analytics_refresh.plan import Job
+from analytics_refresh.records import KeyState
+from tests.conftest import connect_clients, log_lines
+from tests.runs import ALICE, BOB, jobs
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+DAY = 1440.0
+KEY_TABLE = "CREATE TABLE change_keys (client_id uuid, platform text, change_key text)"
+CHANGE_SQL = "SELECT client_id::text, platform, change_key FROM change_keys"
+
+
+def state(job: Job, key: str | None, hours_ago: float) -> KeyState:
+    at = NOW - timedelta(hours=hours_ago)
+    return KeyState(job.client_id, job.platform, last_success_at=at, change_key=key)
+
+
+# -- the decision -----------------------------------------------------------------------------
+def test_unchanged_keys_are_skipped_and_changed_ones_refreshed_with_their_all():
+    shop, amz, both = Job(ALICE, "shopify"), Job(ALICE, "amazon"), Job(ALICE, "all")
+    bob = Job(BOB, "shopify")
+    keys = {(ALICE, "shopify"): "s2", (ALICE, "amazon"): "a1", (BOB, "shopify"): "b1"}
+    states = {
+        (ALICE, "shopify"): state(shop, "s1", 0.01),  # its data changed since
+        (ALICE, "amazon"): state(amz, "a1", 0.01),
+        (ALICE, "all"): state(both, "amazon=a1;shopify=s1", 0.01),
+        (BOB, "shopify"): state(bob, "b1", 0.01),
+    }
+    connected = {ALICE: ("shopify", "amazon"), BOB: ("shopify",)}
+    decision = decide(
+        [shop, amz, both, bob], states, keys, connected=connected, now=NOW, max_age_minutes=DAY
+    )
+    assert decision.run == [shop, both]  # the changed platform, and the dashboard combining it
+    assert [r.job for r in decision.skipped] == [amz, bob]
+    assert all(
+        r.status == "skipped" and r.error.startswith("unchanged since") for r in decision.skipped
+    )
+    assert decision.kinds == {shop: "changed", both: "changed", amz: "unchanged", bob: "unchanged"}
+    assert decision.keys[both] == "amazon=a1;shopify=s2"  # stored with the all job's success
+
+
+@pytest.mark.parametrize(
+    ("key", "stored", "hours_ago", "kind"),
+    [
+        (None, "k", 1, "changed"),  # the query has no row for it
+        ("k", None, 1, "changed"),  # refreshed before change detection was on
+        ("k", "k", None, "changed"),  # never refreshed
+        ("k", "k", 25, "due"),  # older than the max age, whatever its phase
+        ("k", "k", 0.01, "unchanged"),
+    ],
+)
+def test_what_counts_as_changed_and_due(key, stored, hours_ago, kind):
+    job = Job(ALICE, "shopify")
+    keys = {} if key is None else {(ALICE, "shopify"): key}
+    states = {}
+    if hours_ago is not None:
+        states[(ALICE, "shopify")] = state(job, stored, hours_ago)
+    decision = decide(
+        [job], states, keys, connected={ALICE: ("shopify",)}, now=NOW, max_age_minutes=DAY
+    )
+    assert decision.kinds[job] == kind
+
+
+def test_max_age_is_honoured_at_a_stable_phase_spread_over_the_period():
+    period = DAY * 60
+    jobs_ = [Job(str(uuid.UUID(int=n)), "shopify") for n in range(2000)]
+    phases = [phase_seconds(j, period) for j in jobs_]
+    assert phases == [phase_seconds(j, period) for j in jobs_]  # stable across runs
+    assert all(0 <= p < period for p in phases)
+    # Spread: every tenth of the period holds about a tenth of the keys.
+    tenths = [0] * 10
+    for p in phases:
+        tenths[int(p * 10 // period)] += 1
+    assert min(tenths) > 150
+    assert max(tenths) < 250
+    assert abs(statistics.median(phases) - period / 2) < period * 0.1
+    # Each key comes due once per period: its latest due instant is within one period.
+    for job in jobs_[:50]:
+        due = latest_due(job, NOW, period)
+        assert NOW - timedelta(seconds=period) < due <= NOW
+        assert latest_due(job, due + timedelta(seconds=1), period) == due
+
+
+def test_simulated_day_refreshes_every_unchanged_key_once_spread_over_runs():
+    """A day of 10-minute runs over 500 unchanged keys: each refreshed about once, spread."""
+    keys_ = [Job(str(uuid.UUID(int=n)), "amazon") for n in range(500)]
+    keys = {(j.client_id, j.platform): "same" for j in keys_}
+    states = {(j.client_id, j.platform): state(j, "same", 0) for j in keys_}
+    connected = {j.client_id: ("amazon",) for j in keys_}
+    refreshed, per_run = {j: 0 for j in keys_}, []
+    now = NOW
+    for _ in range(144):
+        now += timedelta(minutes=10)
+        d = decide(keys_, states, keys, connected=connected, now=now, max_age_minutes=DAY)
+        per_run.append(len(d.run))
+        for job in d.run:
+            refreshed[job] += 1
+            states[(job.client_id, job.platform)] = KeyState(
+                job.client_id, job.platform, last_success_at=now, change_key="same"
+            )
+    assert set(refreshed.values()) == {1}  # once per max age, no more
+    assert max(per_run) <= 3 * (500 / 144)  # no burst: at most 3x the mean per run
+
+
+# -- through the CLI --------------------------------------------------------------------------
+@pytest.fixture
+def change_env(run_env, db):
+    with db.cursor() as cur:
+        cur.execute(KEY_TABLE)
+    connect_clients(db, {ALICE: ("shopify", "amazon"), BOB: ("shopify",)})
+    set_keys(db, {(ALICE, "shopify"): "1", (ALICE, "amazon"): "1", (BOB, "shopify"): "1"})
+    return {**run_env, "REFRESH_CHANGE_SQL": CHANGE_SQL}
+
+
+def set_keys(db, keys: dict) -> None:
+    with db.cursor() as cur:
+        cur.execute("DELETE FROM change_keys")
+        for (client, platform), key in keys.items():
+            cur.execute("INSERT INTO change_keys VALUES (%s, %s, %s)", (client, platform, key))
+
+
+def last_results(env) -> str:
+    return [line for line in log_lines(env) if line.startswith("Results:")][-1]
+
+
+def test_second_run_skips_unchanged_and_a_change_refreshes_its_keys(change_env, db, backend):
+    assert main(["run"], change_env) == 0
+    assert last_results(change_env).startswith("Results: 5 successful, 0 failed out of 5")
+    assert main(["run"], change_env) == 0
+    assert "(5 skipped as unchanged)" in last_results(change_env)
+    recorded = jobs(db)  # the latest run's rows
+    assert {row[0] for row in recorded.values()} == {"skipped"}
+    assert all(row[-1].startswith("unchanged since") for row in recorded.values())
+    skipped_lines = [line for line in log_lines(change_env) if line.startswith("⏭ SKIPPED - ")]
+    assert f"⏭ SKIPPED - {BOB} (shopify): unchanged since" in "\n".join(skipped_lines)
+
+    set_keys(db, {(ALICE, "shopify"): "2", (ALICE, "amazon"): "1", (BOB, "shopify"): "1"})
+    before = len(backend.refreshes())
+    assert main(["run"], change_env) == 0
+    sent = {(r.query["client_id"], r.query["platform"]) for r in backend.refreshes()[before:]}
+    assert sent == {(ALICE, "shopify"), (ALICE, "all")}
+    assert "(3 skipped as unchanged)" in last_results(change_env)
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ("SELECT nonsense FROM nowhere", "it failed"),
+        ("SELECT client_id::text, platform FROM change_keys", "expected 3 columns"),
+        ("SELECT 'not-a-uuid', 'shopify', 'k'", "not a UUID"),
+        (f"SELECT '{ALICE}', 'ebay', 'k'", "not shopify or amazon"),
+        ("SELECT pg_sleep(40)::text, 'shopify', 'k'", "ran past its bound"),
+        ("INSERT INTO change_keys VALUES (NULL, NULL, NULL) RETURNING *", "failed"),
+    ],
+)
+def test_a_failing_or_malformed_query_refreshes_everything_with_a_warning(
+    change_env, db, backend, query, problem
+):
+    assert main(["run"], change_env) == 0  # keys stored
+    env = {**change_env, "REFRESH_CHANGE_SQL": query}
+    if "pg_sleep" in query:
+        env["REFRESH_DEADLINE"] = "8"  # the query gets a quarter of what the deadline leaves
+    before = len(backend.refreshes())
+    main(["run"], env)
+    warning = [line for line in log_lines(env) if "REFRESH_CHANGE_SQL could not be used" in line]
+    assert warning
+    assert problem in warning[-1]
+    assert len(backend.refreshes()) - before == 5  # never a silent skip
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM change_keys WHERE client_id IS NULL")
+        assert cur.fetchone() == (0,)  # read-only: the query could not write
+
+
+def test_the_query_file_twin_is_read(change_env, tmp_path, backend):
+    path = tmp_path / "change.sql"
+    path.write_text(f"-- change keys\n{CHANGE_SQL}\n", encoding="utf-8")
+    env = {k: v for k, v in change_env.items() if k != "REFRESH_CHANGE_SQL"}
+    env["REFRESH_CHANGE_SQL_FILE"] = str(path)
+    assert main(["run"], env) == 0
+    assert main(["run"], env) == 0
+    assert "(5 skipped as unchanged)" in last_results(env)
