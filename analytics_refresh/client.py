@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlencode
 
 import requests
 import requests.adapters
@@ -405,6 +406,17 @@ class RefreshClient:
         # Passed on every request: requests lets REQUESTS_CA_BUNDLE override a session's
         # verify setting, and an explicit per-request value is what it cannot override.
         self.verify: str | bool = str(settings.ca_bundle) if settings.ca_bundle else True
+        # Every request of a run goes to one URL with the same session headers, so what
+        # requests would work out per request is worked out once: proxies and CA bundle
+        # from the environment (requests reads the whole environment twice for each), and
+        # the prepared request that only the query and the token vary on. The session's
+        # cookies are never sent: one client's answer must not shape another's request.
+        url = settings.endpoint_url
+        self._send_options = self.session.merge_environment_settings(
+            url, {}, True, self.verify, None
+        )
+        self._template = self.session.prepare_request(requests.Request("GET", url))
+        self._query_joint = "&" if "?" in self._template.url else "?"
 
     def close(self) -> None:
         self.session.close()
@@ -414,22 +426,23 @@ class RefreshClient:
 
         ``read_timeout`` bounds the whole attempt: connecting, the headers and the body.
         """
-        params = {"client_id": job.client_id, "platform": job.platform, "force_refresh": "true"}
-        headers = {"Authorization": f"Bearer {token}"}
+        query = urlencode(
+            {"client_id": job.client_id, "platform": job.platform, "force_refresh": "true"}
+        )
+        request = self._template.copy()
+        request.url = f"{request.url}{self._query_joint}{query}"
+        request.headers["Authorization"] = f"Bearer {token}"
         secrets = (token,)
         started = time.monotonic()
         deadline = started + read_timeout
         timed_out = Attempt(Verdict.RETRY, error=f"timed out after {_seconds(read_timeout)}")
         with _Attempt(read_timeout) as guard:
             try:
-                with self.session.get(
-                    self.settings.endpoint_url,
-                    params=params,
-                    headers=headers,
+                with self.session.send(
+                    request,
                     timeout=(min(CONNECT_TIMEOUT_SECONDS, read_timeout), read_timeout),
-                    stream=True,
                     allow_redirects=False,
-                    verify=self.verify,
+                    **self._send_options,
                 ) as response:
                     attempt = self._answer(response, deadline, secrets)
                 if guard.fired:
