@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .clock import Deadline
-from .errors import ConfigError, LockHeld, exit_code
+from .errors import ConfigError, LockHeld, RefreshError, exit_code
 from .heartbeat import Heartbeat, LogTail
-from .logs import get_logger, is_configured, redact, setup_logging, writes_stderr
+from .logs import get_logger, redact, setup_logging, writes_stderr
 from .runner import Hooks, RunResult
-from .settings import Settings, load_environment, partial, raw_secrets
+from .settings import Settings, load_environment, partial, raw_secrets, unknown_variables
 from .stop import StopRequest
 
 log = get_logger()
@@ -55,6 +55,7 @@ class Process:
         self.tail: LogTail | None = None
         self.run_id: str | None = None
         self.result: RunResult | None = None
+        self.logging_ready = False  # this command's own logging is set up
         self._tail_attached = contextlib.ExitStack()
 
     # -- what a run command uses ------------------------------------------------------------
@@ -82,19 +83,28 @@ class Process:
     def report(self, exc: BaseException, code: int) -> None:
         """Say what went wrong: the log (file included), stderr, and the heartbeat's body."""
         secrets = self.settings.secrets if self.settings else raw_secrets(self.environ)
-        message = redact(str(exc) or type(exc).__name__, secrets)
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, RefreshError) and exc.hint:
+            text = f"{exc.message} (fix: {exc.hint})"
+        message = redact(text, secrets)
         if isinstance(exc, KeyboardInterrupt):
             message = "interrupted"
         if isinstance(exc, ConfigError) and self.command.explain is not None:
             with contextlib.suppress(Exception):
                 self.command.explain(exc)
-        if self.command.logs and not is_configured():
+        if self.command.logs and not self.logging_ready:
+            # Also when an earlier command in this process set logging up: this error
+            # belongs in this command's LOG_DIR.
             self._fallback_logging()
+            if self.settings is None:
+                # The settings never got as far as warning of a misspelt variable, which
+                # may well be the cause of this very error.
+                _warn(unknown_variables(self.environ), self.logging_ready)
         if isinstance(exc, LockHeld):
             log.warning("%s (exit %d)", message, code)
-        elif is_configured() or self.tail is not None:
+        elif self.logging_ready or self.tail is not None:
             log.error("❌ %s (exit %d): %s", type(exc).__name__, code, message)
-        if not writes_stderr():
+        if not (self.logging_ready and writes_stderr()):
             with contextlib.suppress(Exception):  # a closed stderr cannot be written to
                 sys.stderr.write(f"analytics-refresh: {message}\n")
         if self.command.run and self.heartbeat is None and self.settings is None:
@@ -102,6 +112,8 @@ class Process:
             if url:
                 self.heartbeat = Heartbeat(url)
                 self.tail = LogTail(raw_secrets(self.environ))
+                for warning in unknown_variables(self.environ):
+                    self.tail.lines.append(f"warning: {warning}")
                 self.tail.lines.append(f"error (exit {code}): {message}")
 
     def _fallback_logging(self) -> None:
@@ -112,6 +124,7 @@ class Process:
         )
         with contextlib.suppress(Exception):
             setup_logging(fallback)
+            self.logging_ready = True
 
     def finish(self, code: int) -> None:
         """Publish the run's metrics and tell the heartbeat the exit code; never raise."""
@@ -150,11 +163,15 @@ def execute(
     try:
         command, args = parse()
         proc.command = command
+        # Until .env is read: a .env that cannot be read is reported with the log folder
+        # and heartbeat of the environment the process was started with.
+        proc.environ = os.environ if environ is None else environ
         proc.environ = load_environment(environ)
         proc.settings = command.configure(Settings.from_env(proc.environ), args)
         if command.logs:
             setup_logging(proc.settings)
-        _warn(proc.settings.warnings)
+            proc.logging_ready = True
+        _warn(proc.settings.warnings, proc.logging_ready)
         if command.run:
             proc.monitor(proc.settings)
         code = command.function(args, proc.settings, proc)
@@ -178,11 +195,12 @@ def _safe_console() -> None:
                 stream.reconfigure(errors="backslashreplace")
 
 
-def _warn(warnings: tuple[str, ...]) -> None:
+def _warn(warnings: tuple[str, ...], logged: bool) -> None:
+    """Say each warning on stderr and, when this command logs, in its log."""
     for warning in warnings:
-        if is_configured():
+        if logged:
             log.warning("⚠️ %s", warning)
-        if not writes_stderr():
+        if not (logged and writes_stderr()):
             with contextlib.suppress(Exception):
                 sys.stderr.write(f"analytics-refresh: warning: {warning}\n")
 
