@@ -140,7 +140,7 @@ class History:
                         return action(cur)
                 except (psycopg2.OperationalError, psycopg2.InterfaceError, DatabaseError) as exc:
                     if isinstance(exc, psycopg2.errors.QueryCanceled):
-                        raise db.translate(exc, self.url) from exc
+                        raise db.translate(exc, self.url, self.deadline) from exc
                     # Every statement here is idempotent, so repeating one is safe.
                     if self._conn is not None:
                         self._conn.close()
@@ -155,13 +155,16 @@ class History:
                     )
                     time.sleep(0.5 * 2 ** (attempt - 1))
                 except psycopg2.Error as exc:
-                    raise db.translate(exc, self.url) from exc
+                    raise db.translate(exc, self.url, self.deadline) from exc
             return None
 
     def _bound(self) -> None:
-        """Keep each write within what the deadline leaves (and a short grace after it)."""
+        """Keep each write within what the deadline leaves; after it, a short grace for the
+        writes that record how the run ended."""
         remaining = self.deadline.remaining()
-        wanted = db.STATEMENT_SECONDS if remaining > db.STATEMENT_SECONDS else FINAL_WRITE_SECONDS
+        wanted = float(round(min(db.STATEMENT_SECONDS, remaining)))
+        if wanted < 1:
+            wanted = FINAL_WRITE_SECONDS
         if wanted != self._timeout:
             db.bound(self._conn, wanted)
             self._timeout = wanted

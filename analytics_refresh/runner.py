@@ -117,7 +117,9 @@ def execute_run(
                 hooks.on_started(history.run_id)
             try:
                 context = RunContext(settings, conn, secret, history, lock, stop, deadline, hooks)
-                return _run_jobs(context)
+                # Inside the boundary, so the record says what the process exits with.
+                with db.boundary(url, deadline):
+                    return _run_jobs(context)
             except BaseException as exc:
                 _record_failure(history, exc, settings)
                 raise
