@@ -18,7 +18,8 @@ KILL_LOCK = (
 # What a restart or a failover does to the runner: every session of the database is cut.
 KILL_ALL = (
     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND backend_type = 'client backend'"
 )
 
 
