@@ -2,16 +2,24 @@
 
 cron gives the job four variables (HOME, LOGNAME, PATH=/usr/bin:/bin, SHELL=/bin/sh), starts
 it in the home directory and keeps its output: the line must bring everything else itself.
-The schedule here is every minute, so the daemon fires it within about a minute.
+The schedule here is every minute, so the daemon fires it within about a minute. The line
+is the throwaway user's (tests/deploy/conftest.py), so cron runs the job as that user; it
+reaches the test database through a loopback relay, since the server's socket lies in a
+directory only root may enter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import socketserver
 import subprocess
+import threading
 import time
 from pathlib import Path
 
+import psycopg2.extensions
 import pytest
 
 from tests.backend import Answer
@@ -59,6 +67,49 @@ def cron_daemon():
     daemon.wait(timeout=10)
 
 
+class _Relay(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def user_db_url(db_url) -> str:
+    """db_url, reachable by any local user: a TCP relay on loopback to a socket server."""
+    params = psycopg2.extensions.parse_dsn(db_url)
+    host = params.get("host", "")
+    if not host.startswith("/"):
+        yield db_url
+        return
+    path = f"{host}/.s.PGSQL.{params.get('port', 5432)}"
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as upstream:
+                upstream.connect(path)
+                back = threading.Thread(target=_pipe, args=(upstream, self.request), daemon=True)
+                back.start()
+                _pipe(self.request, upstream)
+                back.join(timeout=30)
+
+    server = _Relay(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    params.update(host="127.0.0.1", port=str(server.server_address[1]))
+    try:
+        yield psycopg2.extensions.make_dsn(**params)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def dotenv_value(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
@@ -74,13 +125,13 @@ def finished_runs(db) -> list[tuple]:
 
 
 def test_cron_runs_the_installed_line_with_crons_bare_environment(
-    cron_daemon, user_crontab, project, db, db_url, backend, secret
+    cron_daemon, user_crontab, project, db, user_db_url, backend, secret
 ):
     connect_clients(db, {CLIENT: ("shopify",)})
     backend.default = Answer(body={"platforms": ["shopify"], "sku_count": 1})
     # Everything the run needs comes from .env: cron passes none of the test's environment.
     (project / ".env").write_text(
-        f"DATABASE_URL={dotenv_value(db_url)}\n"
+        f"DATABASE_URL={dotenv_value(user_db_url)}\n"
         f"API_SECRET_KEY={secret}\n"
         f"ANALYTICS_API_URL={backend.url}\n"
         "REFRESH_TIMEOUT=10\n",

@@ -1,10 +1,13 @@
-"""cron_setup.sh against the real crontab command: idempotent, careful with other lines."""
+"""cron_setup.sh against the real crontab command: idempotent, careful with other lines.
+
+The crontab it edits is a throwaway user's (tests/deploy/conftest.py: cron_user), never
+the crontab of whoever runs the suite; without root these tests skip and say why.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -148,27 +151,25 @@ def test_rejects_an_unknown_option(project):
     assert "unknown option: --frobnicate" in result.stderr
 
 
-def test_user_option_edits_that_users_crontab_only(user_crontab, project):
-    if os.geteuid() != 0:
-        pytest.skip("only root may edit another user's crontab")
+def test_user_option_edits_that_users_crontab_only(cron_user, project):
+    """Root installs for the throwaway user; root's own crontab is only ever read."""
+    other = Crontab(cron_user.name)
+    other.write(OTHER_LINES)
+    mine = Crontab()
+    before = mine.read()
     try:
-        nobody = pwd.getpwnam("nobody").pw_uid
-    except KeyError:
-        pytest.skip("this system has no 'nobody' user to install for")
-    other = Crontab("nobody")
-    saved = other.read()
-    user_crontab.write(OTHER_LINES)
-    try:
-        assert run_setup(project, "--user", "nobody").returncode == 0
-        assert len(our_lines(other.read(), project)) == 1
-        assert user_crontab.read() == OTHER_LINES
+        assert run_setup(project, "--user", cron_user.name).returncode == 0
+        content = other.read()
+        assert len(our_lines(content, project)) == 1
+        assert without_ours(content, project) == OTHER_LINES
+        assert mine.read() == before
         # The job runs as that user, who must be able to write the log.
-        assert (project / "logs").stat().st_uid == nobody
+        assert (project / "logs").stat().st_uid == cron_user.uid
 
-        assert run_setup(project, "--uninstall", "--user", "nobody").returncode == 0
-        assert our_lines(other.read(), project) == []
+        assert run_setup(project, "--uninstall", "--user", cron_user.name).returncode == 0
+        assert other.read() == OTHER_LINES
     finally:
-        other.write(saved)
+        other.write(None)
 
 
 PROBE = """\
