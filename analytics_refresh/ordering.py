@@ -62,7 +62,8 @@ def schedule(
                 JobRecord(
                     job,
                     "skipped",
-                    error=f"fresh: refreshed less than {skip_fresh_minutes:g} minutes ago",
+                    error=f"refreshed less than {skip_fresh_minutes:g} minutes ago "
+                    "(REFRESH_SKIP_FRESH_MINUTES)",
                 )
             )
             continue

@@ -56,7 +56,7 @@ def test_fresh_jobs_are_skipped_and_stale_ones_run():
     }
     result = schedule(planned, history, skip_fresh_minutes=30, now=NOW)
     assert [r.job for r in result.skipped] == [planned[0], planned[2]]
-    assert all(r.status == "skipped" and "fresh" in r.error for r in result.skipped)
+    assert all(r.status == "skipped" and "refreshed less than" in r.error for r in result.skipped)
     assert result.jobs == [planned[3], planned[1]]
 
 
