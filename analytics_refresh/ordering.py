@@ -18,13 +18,20 @@ not on a long one.
 from __future__ import annotations
 
 import collections
+import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from . import changes, records
+from .clock import Deadline
 from .history import JobRecord
-from .plan import Job
+from .plan import Job, Plan
 from .records import Key, KeyState
+from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,3 +105,49 @@ class JobQueue:
         if front_in_flight >= self.front_slots(limit):
             return self._jobs.pop(), False
         return self._jobs.popleft(), True
+
+
+def decide(conn, settings: Settings, plan: Plan, deadline: Deadline) -> Schedule:
+    """Skip what need not run (unchanged, fresh) and order the rest from the keys' state."""
+    if not plan.jobs:
+        return Schedule()
+    states = records.key_states(conn)
+    now = records.database_now(conn)
+    decision = _changes(conn, settings, plan, states, now, deadline)
+    jobs = plan.jobs if decision is None else decision.run
+    result = schedule(jobs, states, skip_fresh_minutes=settings.skip_fresh_minutes, now=now)
+    if decision is not None:
+        result.skipped = decision.skipped + result.skipped
+        result.kinds, result.change_keys = decision.kinds, decision.keys
+    return result
+
+
+def _changes(conn, settings, plan, states, now, deadline) -> changes.Decision | None:
+    """Decide by the change query when one is configured; None: refresh every job."""
+    if not settings.change_sql:
+        return None
+    try:
+        keys = changes.read_keys(conn, settings.change_sql, deadline)
+    except changes.ChangeQueryError as exc:
+        log.warning(
+            "⚠️ REFRESH_CHANGE_SQL could not be used (%s): every job is refreshed this run",
+            exc,
+        )
+        return None
+    decision = changes.decide(
+        plan.jobs,
+        states,
+        keys,
+        connected=plan.connected,
+        now=now,
+        max_age_minutes=settings.max_age_minutes,
+    )
+    kinds = Counter(decision.kinds.values())
+    log.info(
+        "Change detection: %d changed, %d due (max age %g min), %d unchanged",
+        kinds["changed"],
+        kinds["due"],
+        settings.max_age_minutes,
+        kinds["unchanged"],
+    )
+    return decision

@@ -6,13 +6,20 @@ run writing its own rows beside it. Never a running run, never ``refresh_state``
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 from . import db
 from . import statements as sql
+from .errors import first_line
+from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 RUNS_PER_BATCH = 20
+# After a run, pruning gets this long; what is left waits for the next run.
+AFTER_RUN_SECONDS = 20.0
 JOB_ROWS_PER_BATCH = 5000
 # A prune statement that would wait on a lock gives up at once and tries the next time.
 LOCK_WAIT_SECONDS = 2.0
@@ -55,3 +62,15 @@ def prune(conn, days: int, *, budget_seconds: float | None = None) -> Pruned:
             cur.execute(sql.PRUNE_RUNS, {"ids": ids})
             result.runs += cur.rowcount
     return result
+
+
+def after_run(conn, settings: Settings) -> None:
+    if not settings.history_days:
+        return
+    try:
+        removed = prune(conn, settings.history_days, budget_seconds=AFTER_RUN_SECONDS)
+    except Exception as exc:  # pruning never changes how the run went
+        log.warning("⚠️ Could not prune old history (%s)", first_line(exc))
+        return
+    if removed.runs:
+        log.info("Pruned %s", removed)

@@ -9,33 +9,32 @@ has expired.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import changes, db, ordering, prune, records
+from . import db, ordering, prune
 from .client import RefreshClient
 from .clock import Deadline
 from .concurrency import AdaptiveLimit, make_limit
-from .errors import ConfigError, DatabaseError, Interrupted, LockHeld, exit_code, first_line
-from .history import History, JobRecord, OtherRun
+from .errors import ConfigError, DatabaseError, Interrupted, exit_code, first_line
+from .history import History, JobRecord
 from .jobs import JobRunner, RunParts
-from .keeper import LEASE_TTL_SECONDS, Keeper
+from .keeper import Keeper
+from .lease import take_the_ground
 from .lock import RunLock
 from .logs import redact
 from .plan import Plan, build_plan, stream_connected
 from .retry import RetryPolicy
 from .settings import Settings
 from .stop import StopRequest
+from .summary import extras, summarise_failures
 
 log = logging.getLogger(__name__)
 
 START_LINE = "Starting analytics refresh cron job - AUTOMATED CACHE REFRESH"
 DRY_RUN_LISTED_JOBS = 1000
-# After a run, pruning old history gets this long; what is left waits for the next run.
-PRUNE_SECONDS_AFTER_RUN = 20.0
 
 
 @dataclass
@@ -128,53 +127,6 @@ def execute_run(
             history.close()
 
 
-def take_the_ground(history: History, lock: RunLock, settings: Settings) -> None:
-    """Take the lock and make sure no older run is alive; record this run ``running``.
-
-    Raises LockHeld (after recording this run ``skipped``) when another run holds the lock
-    or, the lock being free, an older run still renews its lease.
-    """
-    where = f" for shard {settings.shard}" if settings.shard else ""
-    if not lock.acquire():
-        note = "another refresh run holds the lock"
-        history.record_run("skipped", exit_code=LockHeld.exit_code, note=note)
-        raise LockHeld(f"⏭ Another refresh run holds the lock{where}; this run does nothing")
-    alive = []
-    for other in history.running_elsewhere():
-        if _is_alive(other, history.host):
-            alive.append(other)
-            continue
-        age = f"{other.lease_age:.0f}s ago"
-        log.warning(
-            "Run %s on %s (pid %s) stopped renewing its lease %s: it is gone; marked abandoned",
-            other.run_id,
-            other.host,
-            other.pid,
-            age,
-        )
-        history.mark_abandoned(other, f"left running; its lease was last renewed {age}")
-    if alive:
-        other = alive[0]
-        note = f"{other} is still alive (lease renewed {other.lease_age:.0f}s ago)"
-        history.record_run("skipped", exit_code=LockHeld.exit_code, note=note)
-        raise LockHeld(
-            f"⏭ The lock{where} was free, but {note}, as after a database restart; "
-            "this run does nothing"
-        )
-    history.record_run("running")
-
-
-def _is_alive(other: OtherRun, host: str) -> bool:
-    if other.host == host and other.pid:
-        try:
-            os.kill(other.pid, 0)
-        except ProcessLookupError:
-            return False  # no such process on this host: gone, whatever its lease says
-        except PermissionError:
-            pass  # a process of another user has that pid: judge by the lease
-    return other.lease_age < LEASE_TTL_SECONDS
-
-
 def read_plan(conn, settings: Settings) -> Plan:
     """Read the connected clients and plan the jobs; exit 3 when no --client is connected."""
     db.require_credentials_table(conn)
@@ -236,7 +188,7 @@ def _run_jobs(ctx: RunContext) -> RunResult:
             "status = 'connected'%s",
             " for the selected clients or shard" if settings.clients or settings.shard else "",
         )
-    schedule = _schedule(ctx.conn, settings, plan, deadline)
+    schedule = ordering.decide(ctx.conn, settings, plan, deadline)
     history.record_planned(plan.jobs, schedule.skipped)
     keeper = Keeper(history, ctx.lock, stop).start()
     client = RefreshClient(settings)
@@ -287,13 +239,13 @@ def _run_jobs(ctx: RunContext) -> RunResult:
         counts["succeeded"],
         counts["failed"],
         len(plan.jobs),
-        _extras(counts, sum(1 for k in schedule.kinds.values() if k == "unchanged"), run.retries),
+        extras(counts, sum(1 for k in schedule.kinds.values() if k == "unchanged"), run.retries),
         time.time() - wall_started,
         history.run_id,
     )
     limit = parts.limiter.limit if isinstance(parts.limiter, AdaptiveLimit) else None
     history.finish_run(status, code, _counts(counts, len(plan.jobs)), note, limit)
-    _prune_after(ctx.conn, settings)
+    prune.after_run(ctx.conn, settings)
     return RunResult(
         history.run_id,
         status,
@@ -307,117 +259,12 @@ def _run_jobs(ctx: RunContext) -> RunResult:
     )
 
 
-def _extras(counts: Counter, unchanged: int, retries: int) -> str:
-    fresh = counts["skipped"] - unchanged
-    parts = [
-        f"{n} {label}"
-        for n, label in (
-            (unchanged, "skipped as unchanged"),
-            (fresh, "skipped as fresh"),
-            (counts["not_attempted"], "not attempted"),
-        )
-        if n
-    ]
-    if retries:
-        parts.append(f"{retries} {'retry' if retries == 1 else 'retries'}")
-    return f" ({', '.join(parts)})" if parts else ""
-
-
-def summarise_failures(job_records: list[JobRecord], settings: Settings) -> None:
-    """When every attempted job failed the same way, say once what it likely means."""
-    failed = [r for r in job_records if r.status == "failed"]
-    attempted = [r for r in job_records if r.status in ("failed", "succeeded")]
-    if len(failed) < 2 or len(failed) != len(attempted):
-        return
-    reasons = {(r.error or "").split(";")[0] for r in failed}
-    if len(reasons) != 1:
-        return
-    reason = reasons.pop()
-    if reason.startswith(("connection failed", "timed out")):
-        fix = (
-            "start the dashboard API or correct ANALYTICS_API_URL; `analytics-refresh check` "
-            "probes it"
-        )
-    elif reason.startswith("HTTP 401") or reason.startswith("HTTP 403"):
-        fix = "the runner and the API must share API_SECRET_KEY; `analytics-refresh check`"
-    elif reason.startswith("HTTP 404"):
-        fix = f"check ANALYTICS_ENDPOINT (now {settings.endpoint})"
-    else:
-        fix = "see the API's log; `analytics-refresh check` probes it"
-    log.error(
-        "❌ Every job failed the same way (%s) calling %s: %s",
-        reason,
-        settings.endpoint_url,
-        fix,
-    )
-
-
 def _learned(history: History) -> int | None:
     try:
         return history.learned_limit()
     except Exception as exc:  # the limit then starts low, as on a first run
         log.debug("No learned concurrency limit (%s)", first_line(exc))
         return None
-
-
-def _schedule(conn, settings: Settings, plan: Plan, deadline: Deadline) -> ordering.Schedule:
-    """Skip what need not run (unchanged, fresh) and order the rest from the keys' state."""
-    if not plan.jobs:
-        return ordering.Schedule()
-    states = records.key_states(conn)
-    now = records.database_now(conn)
-    decision = _changes(conn, settings, plan, states, now, deadline)
-    jobs = plan.jobs if decision is None else decision.run
-    result = ordering.schedule(
-        jobs, states, skip_fresh_minutes=settings.skip_fresh_minutes, now=now
-    )
-    if decision is not None:
-        result.skipped = decision.skipped + result.skipped
-        result.kinds, result.change_keys = decision.kinds, decision.keys
-    return result
-
-
-def _changes(conn, settings, plan, states, now, deadline) -> changes.Decision | None:
-    """Decide by the change query when one is configured; None: refresh every job."""
-    if not settings.change_sql:
-        return None
-    try:
-        keys = changes.read_keys(conn, settings.change_sql, deadline)
-    except changes.ChangeQueryError as exc:
-        log.warning(
-            "⚠️ REFRESH_CHANGE_SQL could not be used (%s): every job is refreshed this run",
-            exc,
-        )
-        return None
-    decision = changes.decide(
-        plan.jobs,
-        states,
-        keys,
-        connected=plan.connected,
-        now=now,
-        max_age_minutes=settings.max_age_minutes,
-    )
-    kinds = Counter(decision.kinds.values())
-    log.info(
-        "Change detection: %d changed, %d due (max age %g min), %d unchanged",
-        kinds["changed"],
-        kinds["due"],
-        settings.max_age_minutes,
-        kinds["unchanged"],
-    )
-    return decision
-
-
-def _prune_after(conn, settings: Settings) -> None:
-    if not settings.history_days:
-        return
-    try:
-        removed = prune.prune(conn, settings.history_days, budget_seconds=PRUNE_SECONDS_AFTER_RUN)
-    except Exception as exc:  # pruning never changes how the run went
-        log.warning("⚠️ Could not prune old history (%s)", first_line(exc))
-        return
-    if removed.runs:
-        log.info("Pruned %s", removed)
 
 
 def _record_failure(history: History, exc: BaseException, settings: Settings) -> None:
