@@ -163,5 +163,7 @@ def decide(
         else:
             decision.kinds[job] = "unchanged"
             since = (state.changed_at or last).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-            decision.skipped.append(JobRecord(job, "skipped", error=f"unchanged since {since}"))
+            # The key travels with the record: the state then says the cache is current.
+            record = JobRecord(job, "skipped", error=f"unchanged since {since}", change_key=key)
+            decision.skipped.append(record)
     return decision

@@ -36,7 +36,7 @@ NEWEST_COLUMNS = (
     ("refresh_jobs", "error"),
     ("refresh_runs", "heartbeat_at"),
     ("refresh_runs", "concurrency_limit"),
-    ("refresh_state", "change_key"),
+    ("refresh_state", "verified_at"),
 )
 CONNECT_TIMEOUT_SECONDS = 10
 # The longest one statement may wait (a lock held elsewhere, a slow disk) when no deadline

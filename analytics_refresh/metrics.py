@@ -111,7 +111,8 @@ class _Snapshot:
         yield changes
         clients = GaugeMetricFamily(
             CLIENT_LAST_SUCCESS,
-            "When each connected client x platform was last refreshed (0: never).",
+            "When each connected client x platform's cache was last known current: refreshed, "
+            "or its data found unchanged since (0: never).",
             labels=["client_id", "platform", "shard"],
         )
         for client_id, platform, value in self.known.clients:
@@ -178,7 +179,7 @@ def _from_database(settings: Settings) -> _Known:
         last_success = records.last_successful_run(conn, settings.shard_label)
         _, rows = records.freshness(conn, settings)
     clients = [
-        (r.client_id, r.platform, r.last_success.timestamp() if r.last_success else 0.0)
+        (r.client_id, r.platform, r.state.current_at.timestamp() if r.state.current_at else 0.0)
         for r in rows
     ]
     return _Known(last_success, clients, sum(1 for r in rows if r.failing_repeatedly))

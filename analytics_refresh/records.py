@@ -36,6 +36,13 @@ class KeyState:
     last_duration_ms: int | None = None
     change_key: str | None = None
     changed_at: datetime | None = None
+    verified_at: datetime | None = None  # refreshed, or confirmed unchanged, at this time
+
+    @property
+    def current_at(self) -> datetime | None:
+        """When the cache was last known current: its last success or a later check."""
+        times = [t for t in (self.last_success_at, self.verified_at) if t is not None]
+        return max(times) if times else None
 
 
 Key = tuple[str, str]
@@ -79,7 +86,9 @@ class Freshness:
     """How old one expected client x platform's cache is, and how its last attempt went."""
 
     state: KeyState
-    age_seconds: float | None  # None: never refreshed
+    # Since the cache was last known current (refreshed, or its data confirmed unchanged);
+    # None: never refreshed.
+    age_seconds: float | None
     changed_seconds: float | None = None  # since its data last changed (change detection)
 
     @property
@@ -114,9 +123,7 @@ def freshness(conn, settings: Settings) -> tuple[datetime, list[Freshness]]:
     rows = []
     for job in jobs:
         state = states.get((job.client_id, job.platform)) or KeyState(job.client_id, job.platform)
-        rows.append(
-            Freshness(state, _since(now, state.last_success_at), _since(now, state.changed_at))
-        )
+        rows.append(Freshness(state, _since(now, state.current_at), _since(now, state.changed_at)))
     rows.sort(key=_stalest_first)
     return now, rows
 

@@ -256,6 +256,7 @@ def _run_jobs(ctx: RunContext) -> RunResult:
         wall_started,
         time.time(),
         run.retries,
+        Counter(schedule.kinds.values()),
     )
 
 

@@ -75,11 +75,19 @@ FINISH_JOBS = """
             sku_count = b.sku_count, error = b.error, finished_at = now()
         FROM batch AS b
         WHERE j.run_id = b.run_id AND j.client_id = b.client_id AND j.platform = b.platform
+    ),
+    -- Skipped as unchanged (it carries its change key): the cache is still current.
+    verified AS (
+        UPDATE refresh_state AS v SET verified_at = now()
+        FROM batch AS b
+        WHERE v.client_id = b.client_id AND v.platform = b.platform
+          AND b.status = 'skipped' AND b.change_key IS NOT NULL
     )
     INSERT INTO refresh_state AS s (
         client_id, platform, last_run_id, last_attempt_at, last_status, last_http_status,
         last_error, consecutive_failures, last_success_at, last_success_run_id,
-        last_duration_ms, last_platform_count, last_sku_count, change_key, changed_at)
+        last_duration_ms, last_platform_count, last_sku_count, change_key, changed_at,
+        verified_at)
     SELECT b.client_id, b.platform, b.run_id, now(), b.status, b.http_status, b.error,
            CASE WHEN b.status = 'failed' THEN 1 ELSE 0 END,
            CASE WHEN b.status = 'succeeded' THEN now() END,
@@ -88,7 +96,8 @@ FINISH_JOBS = """
            CASE WHEN b.status = 'succeeded' THEN b.platform_count END,
            CASE WHEN b.status = 'succeeded' THEN b.sku_count END,
            CASE WHEN b.status = 'succeeded' THEN b.change_key END,
-           CASE WHEN b.status = 'succeeded' AND b.change_key IS NOT NULL THEN now() END
+           CASE WHEN b.status = 'succeeded' AND b.change_key IS NOT NULL THEN now() END,
+           CASE WHEN b.status = 'succeeded' THEN now() END
     FROM batch AS b
     WHERE b.status IN ('succeeded', 'failed')
     ON CONFLICT (client_id, platform) DO UPDATE SET
@@ -114,7 +123,8 @@ FINISH_JOBS = """
             WHEN excluded.last_status <> 'succeeded' OR excluded.change_key IS NULL
                 THEN s.changed_at
             WHEN s.change_key IS DISTINCT FROM excluded.change_key THEN now()
-            ELSE s.changed_at END
+            ELSE s.changed_at END,
+        verified_at = coalesce(excluded.verified_at, s.verified_at)
 """
 FINISH_JOBS_TEMPLATE = (
     "(%s::uuid, %s::uuid, %s::text, %s::text, %s::integer, %s::integer, %s::integer, %s::integer, "
@@ -139,7 +149,7 @@ LEARNED_LIMIT = """
 KEY_STATES = """
     SELECT client_id::text, platform, last_attempt_at, last_status, last_error,
            last_http_status, consecutive_failures, last_success_at, last_duration_ms,
-           change_key, changed_at
+           change_key, changed_at, verified_at
     FROM refresh_state
 """
 RECENT_RUNS = """

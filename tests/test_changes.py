@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -190,3 +191,21 @@ def test_the_query_file_twin_is_read(change_env, tmp_path, backend):
     assert main(["run"], env) == 0
     assert main(["run"], env) == 0
     assert "(5 skipped as unchanged)" in last_results(env)
+
+
+def test_an_unchanged_key_stays_current_in_status_and_metrics(
+    change_env, db, backend, tmp_path, capsys
+):
+    env = {**change_env, "METRICS_FILE": str(tmp_path / "m.prom")}
+    assert main(["run"], env) == 0
+    with db.cursor() as cur:  # the last refresh was hours ago; the data has not changed since
+        cur.execute("UPDATE refresh_state SET last_success_at = now() - interval '5 hours'")
+    assert main(["run"], env) == 0
+    assert "(5 skipped as unchanged)" in last_results(env)
+    capsys.readouterr()
+    assert main(["status", "--json"], env) == 0  # confirmed current: not stale
+    report = json.loads(capsys.readouterr().out)
+    assert report["stale_count"] == 0
+    assert all(c["age_hours"] < 0.1 for c in report["caches"])
+    text = (tmp_path / "m.prom").read_text()
+    assert 'analytics_refresh_last_run_change_jobs{kind="unchanged",shard="none"} 5.0' in text

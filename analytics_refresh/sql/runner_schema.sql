@@ -76,6 +76,8 @@ CREATE TABLE IF NOT EXISTS refresh_state (
 -- seen to differ from the one before.
 ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS change_key text;
 ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS changed_at timestamptz;
+-- When the cache was last known current: refreshed, or its data found unchanged since.
+ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS verified_at timestamptz;
 
 -- An install upgraded from a release without the state table: fill it from the history,
 -- once (only while it is empty), so status and ordering know every key at once. One pass
