@@ -12,7 +12,6 @@ does. The HTTP probes are bounded in time, size and depth as a run's requests ar
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -24,7 +23,8 @@ import requests
 
 import api_key_auth
 
-from . import __version__, db, records
+from . import db, records
+from .client import Probe, probe
 from .errors import ConfigError, DatabaseError, RefreshError
 from .logs import redact
 from .plan import Job, build_plan, stream_connected
@@ -222,15 +222,8 @@ class Preflight:
 
     def check_health(self, name: str) -> Result:
         url = self.settings.api_url.rstrip("/") + "/health"
-        started = time.monotonic()
         try:
-            response = requests.get(
-                url,
-                timeout=min(HEALTH_TIMEOUT_SECONDS, self.settings.timeout),
-                headers={"User-Agent": f"analytics-refresh/{__version__}"},
-                verify=self.verify,
-                allow_redirects=False,
-            )
+            answer = self.probe(url, timeout=min(HEALTH_TIMEOUT_SECONDS, self.settings.timeout))
         except requests.RequestException as exc:
             return _fail(
                 name,
@@ -238,26 +231,25 @@ class Preflight:
                 unreachable_fix(self.settings),
                 JOBS_WOULD_FAIL,
             )
-        elapsed = time.monotonic() - started
-        body = json_object(response)
+        body = answer.body or {}
         database = body.get("database")
-        if response.status_code == 404:
+        if answer.status == 404:
             self.health_ok = True
             return Result(
                 name, "warn", f"{url}: HTTP 404, the API has no /health; the read below decides"
             )
-        if response.status_code == 503 or (database is not None and database != "ok"):
+        if answer.status == 503 or (database is not None and database != "ok"):
             return _fail(
                 name,
-                f"{url}: HTTP {response.status_code}, the API is up but its database is "
+                f"{url}: HTTP {answer.status}, the API is up but its database is "
                 f"{database or 'down'}",
                 "check the API's DATABASE_URL and that its PostgreSQL is running",
                 JOBS_WOULD_FAIL,
             )
-        if not 200 <= response.status_code < 300:
+        if not 200 <= answer.status < 300:
             return _fail(
                 name,
-                f"{url}: HTTP {response.status_code} {self._error(response, body)}".rstrip(),
+                f"{url}: HTTP {answer.status} {_error(answer)}".rstrip(),
                 "see the API's log; ANALYTICS_API_URL must be the API's base URL",
                 JOBS_WOULD_FAIL,
             )
@@ -265,8 +257,8 @@ class Preflight:
         state = ", ".join(f"{k} {body[k]}" for k in ("status", "database") if k in body)
         return _ok(
             name,
-            f"{url}: HTTP {response.status_code}{', ' + state if state else ''} "
-            f"[{elapsed * 1000:.0f} ms]",
+            f"{url}: HTTP {answer.status}{', ' + state if state else ''} "
+            f"[{answer.elapsed * 1000:.0f} ms]",
         )
 
     def check_endpoint(self, name: str) -> Result:
@@ -275,37 +267,31 @@ class Preflight:
         if self.token is None or not self.health_ok:
             return Result(name, "skip", "needs a token and an API that answers /health")
         job = self.jobs[0]
-        started = time.monotonic()
         try:
-            response = requests.get(
+            answer = self.probe(
                 self.settings.endpoint_url,
                 params={
                     "client_id": job.client_id,
                     "platform": job.platform,
                     "force_refresh": "false",
                 },
-                headers={
-                    "Authorization": f"Bearer {self.token}",
-                    "User-Agent": f"analytics-refresh/{__version__}",
-                    "Accept": "application/json",
-                },
-                timeout=(HEALTH_TIMEOUT_SECONDS, self.settings.timeout),
-                verify=self.verify,
-                allow_redirects=False,
+                headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"},
+                timeout=self.settings.timeout,
             )
         except requests.RequestException as exc:
             return _fail(
-                name, f"read of {job}: {network_reason(exc)}", unreachable_fix(self.settings), 1
+                name,
+                f"read of {job}: {network_reason(exc)}",
+                unreachable_fix(self.settings),
+                JOBS_WOULD_FAIL,
             )
-        elapsed = time.monotonic() - started
-        body = json_object(response)
-        status = response.status_code
+        body, status, elapsed = answer.body, answer.status, answer.elapsed
         what = f"read of {job}: HTTP {status}"
         if 200 <= status < 300:
-            if not body:
+            if body is None:
                 return _fail(
                     name,
-                    f"{what}, but the answer is not a JSON object",
+                    f"{what}, but the answer is not a JSON object ({answer.problem or 'no body'})",
                     "ANALYTICS_API_URL and ANALYTICS_ENDPOINT must name the dashboard API "
                     f"(now {self.settings.endpoint_url}), not a proxy's or a web server's page",
                     JOBS_WOULD_FAIL,
@@ -313,7 +299,7 @@ class Preflight:
             skus = body.get("sku_count", "?")
             source = "from its cache" if body.get("cached") else "computed"
             return _ok(name, f"{what}, {skus} SKUs, {source} [{elapsed:.2f}s]")
-        error = self._error(response, body)
+        error = _error(answer)
         fixes = {
             401: "give the API and the runner the same API_SECRET_KEY, and check both "
             "clocks (a token lives minutes)",
@@ -331,22 +317,15 @@ class Preflight:
         return _fail(name, f"{what} {error}".rstrip(), fix, JOBS_WOULD_FAIL)
 
     # -- helpers ----------------------------------------------------------------------------
-    @property
-    def verify(self) -> str | bool:
-        return str(self.settings.ca_bundle) if self.settings.ca_bundle else True
-
-    def _error(self, response: requests.Response, body: dict) -> str:
-        text = body.get("error") if isinstance(body.get("error"), str) else response.reason
-        secrets = (*self.secrets, self.token or "")
-        return redact(" ".join(str(text or "").split()), secrets)[:300]
+    def probe(self, url: str, **kwargs) -> Probe:
+        """One bounded request (time, size and depth, as a run's): client.probe."""
+        verify = str(self.settings.ca_bundle) if self.settings.ca_bundle else True
+        return probe(None, url, verify=verify, **kwargs)
 
 
-def json_object(response: requests.Response) -> dict:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+def _error(answer: Probe) -> str:
+    """The answer's error text (plain, tokens masked by probe) or its reason phrase."""
+    return answer.detail or answer.reason or ""
 
 
 def network_reason(exc: requests.RequestException) -> str:
