@@ -493,6 +493,16 @@ def test_a_short_secret_error_reads_plainly(offline_env, monitor, capsys, value)
         assert "[redacted]" not in text
 
 
+def test_a_secret_pasted_into_another_setting_is_masked(offline_env, monitor, capsys, secret):
+    env = {**offline_env, "REFRESH_TIMEOUT": secret, "HEALTHCHECK_URL": monitor.url}
+    assert main(["run"], env) == 3
+    err = capsys.readouterr().err
+    assert "REFRESH_TIMEOUT='[redacted]' is invalid: expected a number" in err
+    for text in (err, log_text(env), monitor.pings[0].body):
+        assert "REFRESH_TIMEOUT='[redacted]' is invalid" in text
+        assert secret not in text
+
+
 def echo_the_secret(db, backend, secret) -> None:
     connect_clients(db, {ALICE: ("shopify",)})
     backend.script(ALICE, "shopify", Answer(400, {"error": f"key {secret} refused"}))
