@@ -15,6 +15,7 @@ from decimal import Decimal
 import ijson
 
 from .logs import redact
+from .text import plain
 
 # A dashboard nests five levels or so; a JSON document nested far deeper is not one.
 MAX_DEPTH = 64
@@ -209,24 +210,8 @@ def _repair(body: bytes) -> str:
 
 
 def plain_text(text: str, secrets: tuple[str, ...] = (), limit: int = MAX_TEXT) -> str:
-    """Return ``text`` on one printable line: tokens masked, other characters escaped, cut.
-
-    Whitespace runs become one space; control characters, NUL, lone surrogates and every
-    other unprintable character become backslash escapes, so a log line or a table cell
-    holds only plain text.
-    """
+    """Return ``text`` on one printable line: tokens masked, whitespace runs one space,
+    anything unprintable escaped (text.plain), cut at ``limit``."""
     # Mask first, so that no cut below can leave half a token unrecognised.
     text = redact(text[: 64 * limit], secrets)
-    text = " ".join(text[: 8 * limit].split())
-    if not text.isprintable():
-        text = "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
-    return text[:limit]
-
-
-def _escape(ch: str) -> str:
-    code = ord(ch)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
+    return plain(" ".join(text[: 8 * limit].split()))[:limit]

@@ -2,33 +2,34 @@
 
 from __future__ import annotations
 
-import re
 
-# C0 and C1 controls (NUL, newlines, ANSI escapes' ESC...), DEL, and lone surrogates, which
-# neither UTF-8 nor PostgreSQL can hold.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def _escape(match: re.Match) -> str:
-    char = match.group()
+def _escape(char: str) -> str:
     code = ord(char)
     if char == "\n":
         return "\\n"
     if char == "\t":
         return "\\t"
-    if code <= 0xFF:
+    if code < 0x100:
         return f"\\x{code:02x}"
-    return f"\\u{code:04x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
 
 
 def plain(text: str, limit: int | None = None) -> str:
-    """Return ``text`` with control characters and lone surrogates escaped, cut at ``limit``."""
-    if limit is not None and len(text) > limit * 4:
-        text = text[: limit * 4]  # escaping at most quadruples a character
-    safe = _UNSAFE.sub(_escape, text)
-    if limit is not None and len(safe) > limit:
-        safe = safe[: limit - 1] + "…"
-    return safe
+    """Return ``text`` with every unprintable character escaped, cut at ``limit``.
+
+    Control characters (NUL, newlines, ANSI escapes), line and paragraph separators, lone
+    surrogates (which neither UTF-8 nor PostgreSQL can hold) and other unprintable
+    characters become backslash escapes: one line of plain text, whatever came in.
+    """
+    if limit is not None and len(text) > limit * 10:
+        text = text[: limit * 10]  # escaping at most multiplies a character by ten
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else _escape(c) for c in text)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
 
 
 def plain_bytes(data: bytes, limit: int | None = None) -> str:
