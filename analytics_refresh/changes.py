@@ -10,7 +10,7 @@ Due: every key is refreshed at least once per ``REFRESH_MAX_AGE_MINUTES`` (the p
 a phase of its own inside the period, a hash of the key, so unchanged keys come due spread
 over the period instead of all in one run. A key is due when its last success is older than
 the latest of its due instants (phase + k x period) up to now; no key's cache is therefore
-older than one period plus one schedule interval.
+older than one period plus one schedule interval plus one run's length.
 
 A query that fails, runs past its bound, or returns rows of the wrong shape is a warning
 naming the problem, and the run refreshes every job: never a silent skip.
@@ -157,7 +157,9 @@ def decide(
         if key is None or last is None or state.change_key != key:
             decision.kinds[job] = "changed"
             decision.run.append(job)
-        elif last < latest_due(job, now, period):
+        elif (state.success_planned_at or last) < latest_due(job, now, period):
+            # Judged by when the last refresh was planned: a job that ended just after its
+            # due instant would otherwise wait a whole extra period plus a run.
             decision.kinds[job] = "due"
             decision.run.append(job)
         else:

@@ -37,6 +37,7 @@ class KeyState:
     change_key: str | None = None
     changed_at: datetime | None = None
     verified_at: datetime | None = None  # refreshed, or confirmed unchanged, at this time
+    success_planned_at: datetime | None = None  # when the run of the last success started
 
     @property
     def current_at(self) -> datetime | None:

@@ -146,11 +146,14 @@ LEARNED_LIMIT = """
 """
 
 # -- reading the record ---------------------------------------------------------------------
+# With when the run of each key's last success started: change detection judges a key due
+# by when its last refresh was planned, not when that job happened to end.
 KEY_STATES = """
-    SELECT client_id::text, platform, last_attempt_at, last_status, last_error,
-           last_http_status, consecutive_failures, last_success_at, last_duration_ms,
-           change_key, changed_at, verified_at
-    FROM refresh_state
+    SELECT s.client_id::text, s.platform, s.last_attempt_at, s.last_status, s.last_error,
+           s.last_http_status, s.consecutive_failures, s.last_success_at, s.last_duration_ms,
+           s.change_key, s.changed_at, s.verified_at, r.started_at
+    FROM refresh_state AS s
+    LEFT JOIN refresh_runs AS r ON r.run_id = s.last_success_run_id
 """
 RECENT_RUNS = """
     SELECT run_id::text, trigger, host, shard, started_at, finished_at, status, exit_code,

@@ -194,7 +194,7 @@ class Simulation:
                 job, is_front = queue.take(front, self.workers)
                 front += is_front
                 end = clock + self.service
-                self.finish(job, clock, end, stored.get(job))
+                self.finish(job, clock, end, stored.get(job), start)
                 heapq.heappush(in_flight, (end, sequence, is_front))
                 sequence += 1
             clock, _, was_front = heapq.heappop(in_flight)
@@ -202,7 +202,7 @@ class Simulation:
             last = max(last, clock)
         return last
 
-    def finish(self, job: Job, start: float, end: float, key: str | None) -> None:
+    def finish(self, job: Job, start: float, end: float, key: str | None, planned: float) -> None:
         when = datetime.fromtimestamp(end, timezone.utc)
         old = self.states[(job.client_id, job.platform)]
         self.states[(job.client_id, job.platform)] = KeyState(
@@ -214,6 +214,8 @@ class Simulation:
             last_duration_ms=round(self.service * 1000),
             change_key=key,
             changed_at=when if key != old.change_key else old.changed_at,
+            # As refresh_state and refresh_runs record it: when the run was planned.
+            success_planned_at=datetime.fromtimestamp(planned, timezone.utc),
         )
         self.log.refreshes[(job.client_id, job.platform)].append((start, end))
         self.log.jobs.append((start, end))
