@@ -432,7 +432,7 @@ class RefreshClient:
         request = self._template.copy()
         request.url = f"{request.url}{self._query_joint}{query}"
         request.headers["Authorization"] = f"Bearer {token}"
-        secrets = (token,)
+        secrets = (token, *self.settings.secrets)
         started = time.monotonic()
         deadline = started + read_timeout
         timed_out = Attempt(Verdict.RETRY, error=f"timed out after {_seconds(read_timeout)}")

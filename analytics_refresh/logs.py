@@ -244,8 +244,15 @@ def setup_logging(settings: Settings, *, interactive: bool | None = None) -> log
     return logger
 
 
+def _file_only(record: logging.LogRecord) -> bool:
+    """Keep records marked ``extra={"file_only": True}`` (already printed) off the console."""
+    return not getattr(record, "file_only", False)
+
+
 def _add(logger: logging.Logger, handler: logging.Handler) -> None:
     handler.set_up_here = True
+    if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+        handler.addFilter(_file_only)
     logger.addHandler(handler)
 
 

@@ -166,8 +166,8 @@ def dry_run(settings: Settings, deadline: Deadline) -> RunResult:
     level = logging.INFO if len(plan.jobs) <= DRY_RUN_LISTED_JOBS else logging.DEBUG
     if log.isEnabledFor(level):
         for line in lines:
-            log.log(level, line)
-    log.info("DRY RUN - %d jobs planned, none called", len(plan.jobs))
+            log.log(level, line, extra={"file_only": True})  # stdout has them already
+    log.info("DRY RUN - %d jobs planned, none called", len(plan.jobs), extra={"file_only": True})
     return RunResult(
         None,
         "succeeded",

@@ -335,11 +335,6 @@ def test_dry_run_on_a_terminal_prints_the_plan(run_env, clients, backend, db, tm
     assert runs(db) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.py dry_run prints the plan to stdout and also logs every plan line at "
-    "INFO, which the console handler shows on a terminal: each job is listed twice",
-)
 def test_dry_run_on_a_terminal_lists_each_job_once(run_env, clients, tmp_path):
     code, terminal, _ = run_in_pty(
         [sys.executable, str(CRON_SCRIPT), "--dry-run"], run_env, cwd=tmp_path
@@ -521,11 +516,6 @@ def test_a_real_secret_is_masked_in_the_log_stderr_and_the_heartbeat(
         assert secret not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client.py RefreshClient masks only the token in an error text, not API_SECRET_KEY "
-    "or the database password: the refresh_jobs.error column keeps the secret",
-)
 def test_a_real_secret_is_masked_in_the_job_table(run_env, db, backend, secret):
     echo_the_secret(db, backend, secret)
     assert main(["run", "--platform", "shopify"], run_env) == 1
