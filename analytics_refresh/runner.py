@@ -9,6 +9,7 @@ has expired.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -159,14 +160,20 @@ def dry_run(settings: Settings, deadline: Deadline) -> RunResult:
     url = db.database_url(settings)
     with db.connection(url, deadline=deadline) as conn:
         plan = read_plan(conn, settings)
-    lines = [f"DRY RUN - would refresh {job}" for job in plan.jobs]
-    print("\n".join([*lines, f"DRY RUN - {len(plan.jobs)} jobs planned, none called"]))
+    out = sys.stdout if sys.stdout is not None else None
     # Every job in the log too, for a plan a person reads; past that, 300,000 lines would
     # cost seconds for nothing, so they go to debug (-v).
     level = logging.INFO if len(plan.jobs) <= DRY_RUN_LISTED_JOBS else logging.DEBUG
-    if log.isEnabledFor(level):
-        for line in lines:
+    logged = log.isEnabledFor(level)
+    for job in plan.jobs:
+        line = f"DRY RUN - would refresh {job}"
+        if out is not None:
+            out.write(line + "\n")
+        if logged:
             log.log(level, line, extra={"file_only": True})  # stdout has them already
+    if out is not None:
+        out.write(f"DRY RUN - {len(plan.jobs)} jobs planned, none called\n")
+        out.flush()
     log.info("DRY RUN - %d jobs planned, none called", len(plan.jobs), extra={"file_only": True})
     return RunResult(
         None,

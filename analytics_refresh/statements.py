@@ -5,10 +5,15 @@ through ``psycopg2.sql.Identifier`` at the call site.
 """
 
 # -- connections and the schema -----------------------------------------------------------
-SET_TIMEOUTS = (
-    "SELECT set_config('statement_timeout', %(ms)s, false), "
-    "set_config('lock_timeout', %(ms)s, false)"
-)
+# A statement's time includes its lock waits, so statement_timeout alone bounds both; a
+# shorter statement_timeout or any lock_timeout the database or role sets is kept.
+SET_TIMEOUTS = """
+    SELECT set_config('statement_timeout',
+                      CASE WHEN reset_val::bigint > 0 AND reset_val::bigint < %(ms)s::bigint
+                           THEN reset_val ELSE %(ms)s END,
+                      false)
+    FROM pg_settings WHERE name = 'statement_timeout'
+"""
 SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %(ms)s, false)"
 NO_STATEMENT_TIMEOUT = "SET statement_timeout = 0"
 INIT_LOCK = "SELECT pg_advisory_lock(hashtext('analytics-refresh db init'))"
