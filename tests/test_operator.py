@@ -16,14 +16,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from analytics_refresh.cli import main
-from tests.backend import Answer, Backend
+from tests.backend import Answer
 from tests.conftest import ROOT, connect_clients, log_lines
 from tests.ops_helpers import PingRecorder
 from tests.runs import ALICE, BOB, CAROL, jobs, runs
@@ -32,18 +31,6 @@ CRON_SCRIPT = ROOT / "analytics_refresh_cron.py"
 CLI = Path(sys.executable).with_name("analytics-refresh")
 UNKNOWN = "0e0e0e0e-0000-4000-8000-000000000001"
 OTHER_UNKNOWN = "0e0e0e0e-0000-4000-8000-000000000002"
-
-
-@pytest.fixture
-def backend():
-    """The scripted backend of conftest, polling for shutdown often: it stops at once."""
-    server = Backend()
-    server.thread = threading.Thread(
-        target=server.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -25,24 +25,12 @@ import psycopg2.extensions
 import pytest
 
 from analytics_refresh.cli import main
-from tests.backend import Answer, Backend
+from tests.backend import Answer
 from tests.conftest import ROOT, connect_clients, log_lines
 from tests.ops_helpers import PingRecorder
 
 CRON_SCRIPT = ROOT / "analytics_refresh_cron.py"
 LOG_LINE = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} - "
-
-
-@pytest.fixture
-def backend():
-    """The scripted backend of conftest, polling for shutdown often: it stops at once."""
-    server = Backend()
-    server.thread = threading.Thread(
-        target=server.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
