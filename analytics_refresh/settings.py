@@ -19,9 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .parsers import (
+    PLATFORMS,
+    boolean,
+    choice,
+    existing_file,
+    number,
+    parse_platforms,
+    path_text,
+)
 from .urls import check_database_url, database_password, http_url
 
-PLATFORMS = ("shopify", "amazon", "all")
 TRIGGERS = ("cron", "manual", "demo")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -53,68 +61,6 @@ class Shard:
         return cls(index, count)
 
 
-# -- parsers: each raises ValueError("expected ...") -----------------------------------------
-def number(kind: type, low: float | None = None, high: float | None = None) -> Callable:
-    """Return a parser of ``kind`` (int or float) between ``low`` and ``high``."""
-
-    def parse(raw: str):
-        try:
-            value = kind(raw.strip())
-        except ValueError:
-            expected = "a whole number" if kind is int else "a number"
-            raise ValueError(f"expected {expected}") from None
-        if (
-            value != value
-            or (low is not None and value < low)
-            or (high is not None and value > high)
-        ):
-            bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
-            raise ValueError(f"expected a value {bounds}")
-        return value
-
-    return parse
-
-
-def choice(choices: tuple[str, ...], *, upper: bool = False) -> Callable:
-    def parse(raw: str) -> str:
-        value = raw.strip().upper() if upper else raw.strip().lower()
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-def boolean(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false (also 1/0, yes/no, on/off)")
-
-
-def parse_platforms(text: str) -> tuple[str, ...]:
-    """Parse a comma-separated platform list, keeping the canonical order."""
-    names = {part.strip().lower() for part in text.split(",") if part.strip()}
-    if not names or names - set(PLATFORMS):
-        raise ValueError(f"expected a comma-separated subset of {','.join(PLATFORMS)}")
-    return tuple(p for p in PLATFORMS if p in names)
-
-
-def _path(text: str) -> str:
-    if not text.startswith("/"):
-        raise ValueError("expected a path starting with /")
-    return text
-
-
-def _existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise ValueError("expected the path of a readable CA bundle file")
-    return path
-
-
 def _shard(text: str) -> Shard:
     return Shard.parse(text)
 
@@ -129,7 +75,7 @@ class Variable:
 
 VARIABLES: dict[str, Variable] = {
     "ANALYTICS_API_URL": Variable("api_url", http_url),
-    "ANALYTICS_ENDPOINT": Variable("endpoint", _path),
+    "ANALYTICS_ENDPOINT": Variable("endpoint", path_text),
     "REFRESH_PLATFORMS": Variable("platforms", parse_platforms),
     "REFRESH_CONCURRENCY": Variable("concurrency", number(int, 1, 1024)),
     "REFRESH_TIMEOUT": Variable("timeout", number(float, 0.1, 86400)),
@@ -144,7 +90,7 @@ VARIABLES: dict[str, Variable] = {
     "REFRESH_ADAPTIVE": Variable("adaptive", boolean),
     "REFRESH_SKIP_FRESH_MINUTES": Variable("skip_fresh_minutes", number(float, 0, 10**6)),
     "REFRESH_SHARD": Variable("shard", _shard),
-    "REFRESH_CA_BUNDLE": Variable("ca_bundle", _existing_file),
+    "REFRESH_CA_BUNDLE": Variable("ca_bundle", existing_file),
     "REFRESH_HISTORY_DAYS": Variable("history_days", number(int, 0, 100_000)),
     "REFRESH_MAX_AGE_MINUTES": Variable("max_age_minutes", number(float, 1, 10**6)),
     "ANALYTICS_REFRESH_DATA_DIR": Variable("data_dir", Path),
