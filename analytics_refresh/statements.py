@@ -27,6 +27,7 @@ MISSING_COLUMNS = """
         WHERE attrelid = to_regclass(t) AND attname = c AND NOT attisdropped)
 """
 DATABASE_NOW = "SELECT now()"
+UTC = "SET TIME ZONE 'UTC'"
 SERVER_VERSION = "SHOW server_version"
 
 # -- the plan -------------------------------------------------------------------------------
