@@ -36,6 +36,7 @@ NEWEST_COLUMNS = (
     ("refresh_jobs", "error"),
     ("refresh_runs", "heartbeat_at"),
     ("refresh_runs", "concurrency_limit"),
+    ("refresh_runs", "machine"),
     ("refresh_state", "verified_at"),
 )
 CONNECT_TIMEOUT_SECONDS = 10

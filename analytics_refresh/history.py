@@ -103,6 +103,7 @@ class OtherRun:
     host: str
     pid: int | None
     lease_age: float
+    machine: str | None = None  # its boot and pid namespace (lease.machine_id)
 
     def __str__(self) -> str:
         return f"run {self.run_id} on {self.host} (pid {self.pid})"
@@ -111,7 +112,9 @@ class OtherRun:
 class History:
     """Writes one run's rows on a connection of its own, reconnecting when it drops."""
 
-    def __init__(self, url: str, *, trigger: str, shard: str = "", deadline: Deadline):
+    def __init__(
+        self, url: str, *, trigger: str, shard: str = "", deadline: Deadline, machine: str = ""
+    ):
         self.url = url
         self.run_id = str(uuid.uuid4())
         self.trigger = trigger
@@ -119,6 +122,7 @@ class History:
         self.deadline = deadline
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        self.machine = machine
         self.failures = 0  # job records that could not be written
         self._conn = None
         self._timeout = 0.0
@@ -133,7 +137,9 @@ class History:
             for attempt in range(1, RECONNECT_ATTEMPTS + 1):
                 try:
                     if self._conn is None or self._conn.closed:
-                        self._conn = db.connect(self.url, application_name="analytics-refresh")
+                        self._conn = db.connect(
+                            self.url, application_name="analytics-refresh", deadline=self.deadline
+                        )
                         self._timeout = db.STATEMENT_SECONDS
                     self._bound()
                     with self._conn.cursor() as cur:
@@ -178,6 +184,7 @@ class History:
             "host": self.host,
             "shard": self.shard,
             "pid": self.pid,
+            "machine": self.machine,
             "status": status,
             "exit_code": exit_code,
             "note": note,
@@ -194,7 +201,7 @@ class History:
 
         def action(cur):
             cur.execute(sql.RUNNING_ELSEWHERE, params)
-            return [OtherRun(r, h, p, age) for r, h, p, age in cur.fetchall()]
+            return [OtherRun(*row) for row in cur.fetchall()]
 
         return self._execute(action)
 
@@ -250,23 +257,49 @@ class History:
         with self._pending_mutex:
             self._pending.append(record)
 
-    def flush(self) -> int:
-        """Write every queued job record; return how many could not be written."""
+    def flush(self, *, final: bool = False) -> int:
+        """Write every queued job record; return how many could not be written.
+
+        A batch the database refuses is written row by row, so one bad row costs only
+        itself. A batch that cannot reach the database goes back to the queue for the next
+        flush; only the ``final`` flush gives up on it and counts it as lost.
+        """
         with self._pending_mutex:
             batch, self._pending = self._pending, []
         if not batch:
             return 0
+        # One row per key: a job recorded twice would make the statement refuse the batch.
+        batch = list({(r.job.client_id, r.job.platform): r for r in batch}.values())
         try:
             self._write(batch)
+            return 0
         except RefreshError as exc:
-            self.failures += len(batch)
+            if _unreachable(exc) and not final:
+                with self._pending_mutex:
+                    self._pending[:0] = batch
+                return 0
+            if _unreachable(exc):
+                return self._lost(batch, exc)
+        lost = [r for r in batch if not self._write_one(r)]
+        return self._lost(lost, None) if lost else 0
+
+    def _write_one(self, record: JobRecord) -> bool:
+        try:
+            self._write([record])
+        except RefreshError as exc:
+            log.error("❌ Could not record %s in refresh_jobs: %s", record.job, first_line(exc))
+            return False
+        return True
+
+    def _lost(self, records: list[JobRecord], exc: RefreshError | None) -> int:
+        self.failures += len(records)
+        if exc is not None:
             log.error(
                 "❌ Could not record %d finished jobs in refresh_jobs: %s",
-                len(batch),
+                len(records),
                 first_line(exc),
             )
-            return len(batch)
-        return 0
+        return len(records)
 
     def _write(self, records: list[JobRecord]) -> None:
         rows = [r.row(self.run_id) for r in records]
@@ -283,3 +316,11 @@ class History:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a write failed for want of a connection (worth trying again later)."""
+    cause = exc.__cause__
+    return isinstance(cause, psycopg2.OperationalError | psycopg2.InterfaceError) and not (
+        isinstance(cause, psycopg2.errors.QueryCanceled)
+    )

@@ -209,8 +209,15 @@ class JobRunner:
         self.parts.history.record_job(record)
         with self._mutex:
             self.records.append(record)
+        self._tell(record)
+
+    def _tell(self, record: JobRecord) -> None:
+        """Tell the caller (a progress bar) a job ended; its failure is never the job's."""
         if self.parts.on_job_done is not None:
-            self.parts.on_job_done(record)
+            try:
+                self.parts.on_job_done(record)
+            except Exception:
+                log.exception("The progress callback failed for %s", record.job)
 
     # -- the run --------------------------------------------------------------------------
     def record_skipped(self, records: Sequence[JobRecord]) -> None:
@@ -219,8 +226,7 @@ class JobRunner:
             log.info("⏭ SKIPPED - %s: %s", record.job, record.error, extra=record.log_fields())
             with self._mutex:
                 self.records.append(record)
-            if self.parts.on_job_done is not None:
-                self.parts.on_job_done(record)
+            self._tell(record)
 
     def dispatch(self, jobs: Sequence[Job]) -> int:
         """Run ``jobs`` in order within the concurrency limit; return how many never started."""

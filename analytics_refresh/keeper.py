@@ -51,14 +51,17 @@ class Keeper:
     def _loop(self) -> None:
         lock_at = lease_at = time.monotonic()
         while not self._done.wait(FLUSH_SECONDS):
-            self.history.flush()
-            now = time.monotonic()
-            if now - lock_at >= LOCK_CHECK_SECONDS:
-                lock_at = now
-                self.check_lock()
-            if now - lease_at >= LEASE_SECONDS:
-                lease_at = now
-                self.renew()
+            try:
+                now = time.monotonic()
+                if now - lease_at >= LEASE_SECONDS:
+                    lease_at = now
+                    self.renew()
+                if now - lock_at >= LOCK_CHECK_SECONDS:
+                    lock_at = now
+                    self.check_lock()
+                self.history.flush()
+            except Exception:  # the keeper must outlive any one failure, or the run is blind
+                log.exception("The run's background writer failed once; it goes on")
 
     def check_lock(self, *, now: bool = False) -> bool:
         """Return whether the lock is still held; stop the run the moment it is not."""
@@ -86,4 +89,4 @@ class Keeper:
         self._done.set()
         if self._thread.is_alive():
             self._thread.join()
-        self.history.flush()
+        self.history.flush(final=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from .errors import LockHeld
 from .history import History, OtherRun
@@ -34,8 +35,9 @@ def take_the_ground(history: History, lock: RunLock, settings: Settings) -> None
         history.record_run("skipped", exit_code=LockHeld.exit_code, note=note)
         raise LockHeld(f"⏭ Another refresh run holds the lock{where}; this run does nothing")
     alive = []
+    ttl = lease_ttl(settings)
     for other in history.running_elsewhere():
-        if is_alive(other, history.host):
+        if is_alive(other, history.host, ttl):
             alive.append(other)
             continue
         age = f"{other.lease_age:.0f}s ago"
@@ -58,12 +60,30 @@ def take_the_ground(history: History, lock: RunLock, settings: Settings) -> None
     history.record_run("running")
 
 
-def is_alive(other: OtherRun, host: str) -> bool:
-    if other.host == host and other.pid:
+def lease_ttl(settings: Settings) -> float:
+    """How long an older run's lease holds: longer than any request it may have in flight
+    (REFRESH_TIMEOUT) plus its stop, so a run cut off from the database for a while is
+    never taken for dead while it can still send."""
+    return max(LEASE_TTL_SECONDS, settings.timeout + LEASE_TTL_SECONDS)
+
+
+def is_alive(other: OtherRun, host: str, ttl: float) -> bool:
+    # The pid says "gone" only where it means the same process: the same host name can be
+    # another container or machine, so the boot and the pid namespace must match too.
+    if other.host == host and other.pid and other.machine and other.machine == machine_id():
         try:
             os.kill(other.pid, 0)
         except ProcessLookupError:
-            return False  # no such process on this host: gone, whatever its lease says
+            return False  # no such process in this pid namespace: gone, whatever its lease
         except PermissionError:
             pass  # a process of another user has that pid: judge by the lease
-    return other.lease_age < LEASE_TTL_SECONDS
+    return other.lease_age < ttl
+
+
+def machine_id() -> str:
+    """This boot and pid namespace (Linux), or '' where they cannot be told."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""

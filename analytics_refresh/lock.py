@@ -50,8 +50,9 @@ def lock_key(shard: Shard | None) -> int:
 class RunLock:
     """The advisory locks of one run; ``acquire()`` returns whether this run got them."""
 
-    def __init__(self, url: str, shard: Shard | None = None):
+    def __init__(self, url: str, shard: Shard | None = None, deadline=None):
         self.url = url
+        self.deadline = deadline
         self.shard = shard
         self.conn = None
         self._checked_at = 0.0
@@ -59,7 +60,9 @@ class RunLock:
         self._mutex = threading.Lock()
 
     def acquire(self) -> bool:
-        self.conn = connect(self.url, application_name="analytics-refresh lock")
+        self.conn = connect(
+            self.url, application_name="analytics-refresh lock", deadline=self.deadline
+        )
         with boundary(self.url), self.conn.cursor() as cur:
             self._held = self._try(cur)
         self._checked_at = time.monotonic()

@@ -43,34 +43,41 @@ def prune(conn, days: int, *, budget_seconds: float | None = None) -> Pruned:
     if days <= 0:
         return result
     started = time.monotonic()
-    db.bound(conn, STATEMENT_SECONDS)
+    db.bound(conn, min(STATEMENT_SECONDS, budget_seconds or STATEMENT_SECONDS))
     with conn.cursor() as cur:
         cur.execute(sql.SET_LOCK_TIMEOUT, {"ms": str(int(LOCK_WAIT_SECONDS * 1000))})
         while True:
-            if budget_seconds is not None and time.monotonic() - started > budget_seconds:
+            if _spent(started, budget_seconds):
                 result.complete = False
                 break
             cur.execute(sql.PRUNE_CANDIDATES, {"days": days, "limit": RUNS_PER_BATCH})
             ids = [row[0] for row in cur.fetchall()]
             if not ids:
                 break
-            while True:
+            while not _spent(started, budget_seconds):
                 cur.execute(sql.PRUNE_JOBS, {"ids": ids, "limit": JOB_ROWS_PER_BATCH})
                 result.jobs += cur.rowcount
                 if cur.rowcount < JOB_ROWS_PER_BATCH:
+                    cur.execute(sql.PRUNE_RUNS, {"ids": ids})
+                    result.runs += cur.rowcount
                     break
-            cur.execute(sql.PRUNE_RUNS, {"ids": ids})
-            result.runs += cur.rowcount
     return result
 
 
-def after_run(conn, settings: Settings) -> None:
-    if not settings.history_days:
+def _spent(started: float, budget_seconds: float | None) -> bool:
+    return budget_seconds is not None and time.monotonic() - started > budget_seconds
+
+
+def after_run(conn, settings: Settings, stop, deadline) -> None:
+    """Prune after a run, within what its deadline leaves and never after a stop request."""
+    remaining = deadline.remaining()
+    if not settings.history_days or stop.is_set() or remaining < 5:
         return
+    budget = min(AFTER_RUN_SECONDS, remaining - 2)
     try:
-        removed = prune(conn, settings.history_days, budget_seconds=AFTER_RUN_SECONDS)
+        removed = prune(conn, settings.history_days, budget_seconds=budget)
     except Exception as exc:  # pruning never changes how the run went
         log.warning("⚠️ Could not prune old history (%s)", first_line(exc))
         return
-    if removed.runs:
+    if removed.runs or removed.jobs:
         log.info("Pruned %s", removed)

@@ -23,7 +23,7 @@ from .errors import ConfigError, DatabaseError, Interrupted, exit_code, first_li
 from .history import History, JobRecord
 from .jobs import JobRunner, RunParts
 from .keeper import Keeper
-from .lease import take_the_ground
+from .lease import machine_id, take_the_ground
 from .lock import RunLock
 from .logs import redact
 from .plan import Plan, build_plan, stream_connected
@@ -108,14 +108,18 @@ def execute_run(
     with db.connection(url, deadline=deadline) as conn:
         db.require_runner_tables(conn)
         history = History(
-            url, trigger=settings.trigger, shard=settings.shard_label, deadline=deadline
+            url,
+            trigger=settings.trigger,
+            shard=settings.shard_label,
+            deadline=deadline,
+            machine=machine_id(),
         )
-        lock = RunLock(url, settings.shard)
+        lock = RunLock(url, settings.shard, deadline)
         try:
             take_the_ground(history, lock, settings)
-            if hooks.on_started is not None:
-                hooks.on_started(history.run_id)
             try:
+                if hooks.on_started is not None:
+                    hooks.on_started(history.run_id)
                 context = RunContext(settings, conn, secret, history, lock, stop, deadline, hooks)
                 # Inside the boundary, so the record says what the process exits with.
                 with db.boundary(url, deadline):
@@ -252,7 +256,7 @@ def _run_jobs(ctx: RunContext) -> RunResult:
     )
     limit = parts.limiter.limit if isinstance(parts.limiter, AdaptiveLimit) else None
     history.finish_run(status, code, _counts(counts, len(plan.jobs)), note, limit)
-    prune.after_run(ctx.conn, settings)
+    prune.after_run(ctx.conn, settings, stop, deadline)
     return RunResult(
         history.run_id,
         status,
@@ -281,7 +285,7 @@ def _record_failure(history: History, exc: BaseException, settings: Settings) ->
     status = "interrupted" if code == Interrupted.exit_code else "failed"
     note = redact(first_line(exc), settings.secrets)
     try:
-        history.flush()
+        history.flush(final=True)
         history.finish_run(status, code, _counts(Counter()), note)
     except Exception as error:
         log.error(

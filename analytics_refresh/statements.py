@@ -44,19 +44,22 @@ CREDENTIAL_STATUSES = """
 
 # -- a run's record -------------------------------------------------------------------------
 INSERT_RUN = """
-    INSERT INTO refresh_runs (run_id, trigger, host, shard, pid, status, exit_code, note,
-                              heartbeat_at, finished_at)
-    VALUES (%(run_id)s, %(trigger)s, %(host)s, %(shard)s, %(pid)s, %(status)s, %(exit_code)s,
-            %(note)s, now(), CASE WHEN %(status)s = 'running' THEN NULL ELSE now() END)
+    INSERT INTO refresh_runs (run_id, trigger, host, shard, pid, machine, status, exit_code,
+                              note, heartbeat_at, finished_at)
+    VALUES (%(run_id)s, %(trigger)s, %(host)s, %(shard)s, %(pid)s, %(machine)s, %(status)s,
+            %(exit_code)s, %(note)s, now(),
+            CASE WHEN %(status)s = 'running' THEN NULL ELSE now() END)
     ON CONFLICT (run_id) DO NOTHING
 """
-RENEW_LEASE = "UPDATE refresh_runs SET heartbeat_at = now() WHERE run_id = %(run_id)s"
+RENEW_LEASE = """
+    UPDATE refresh_runs SET heartbeat_at = now() WHERE run_id = %(run_id)s AND status = 'running'
+"""
 # Rows left 'running' that this run's lock says cannot belong to a run holding a lock now:
 # an unsharded run holds every lock's ground; a shard's run knows its own shard and every
 # other shard count are not running (lock.py). Their lease tells alive from dead.
 RUNNING_ELSEWHERE = """
     SELECT run_id::text, host, pid,
-           extract(epoch FROM now() - coalesce(heartbeat_at, started_at))::float8
+           extract(epoch FROM now() - coalesce(heartbeat_at, started_at))::float8, machine
     FROM refresh_runs
     WHERE status = 'running' AND run_id <> %(run_id)s
       AND (%(shard)s = '' OR shard = %(shard)s OR split_part(shard, '/', 2) <> %(count)s)
@@ -105,15 +108,21 @@ FINISH_JOBS = """
            CASE WHEN b.status = 'succeeded' AND b.change_key IS NOT NULL THEN now() END,
            CASE WHEN b.status = 'succeeded' THEN now() END
     FROM batch AS b
+    -- A run marked abandoned (it lost its lease) no longer speaks for the keys.
     WHERE b.status IN ('succeeded', 'failed')
+      AND EXISTS (SELECT 1 FROM refresh_runs AS r
+                  WHERE r.run_id = b.run_id AND r.status = 'running')
     ON CONFLICT (client_id, platform) DO UPDATE SET
         last_run_id = excluded.last_run_id,
         last_attempt_at = excluded.last_attempt_at,
         last_status = excluded.last_status,
         last_http_status = excluded.last_http_status,
         last_error = excluded.last_error,
-        consecutive_failures = CASE WHEN excluded.last_status = 'failed'
-                                    THEN s.consecutive_failures + 1 ELSE 0 END,
+        -- Written again after a lost acknowledgement, a run's row counts once.
+        consecutive_failures = CASE
+            WHEN excluded.last_status <> 'failed' THEN 0
+            WHEN s.last_run_id = excluded.last_run_id THEN s.consecutive_failures
+            ELSE s.consecutive_failures + 1 END,
         last_success_at = coalesce(excluded.last_success_at, s.last_success_at),
         last_success_run_id = coalesce(excluded.last_success_run_id, s.last_success_run_id),
         last_duration_ms = CASE WHEN excluded.last_status = 'succeeded'
@@ -128,7 +137,8 @@ FINISH_JOBS = """
         changed_at = CASE
             WHEN excluded.last_status <> 'succeeded' OR excluded.change_key IS NULL
                 THEN s.changed_at
-            WHEN s.change_key IS DISTINCT FROM excluded.change_key THEN now()
+            WHEN s.change_key IS DISTINCT FROM excluded.change_key
+                 AND s.last_success_run_id IS DISTINCT FROM excluded.last_run_id THEN now()
             ELSE s.changed_at END,
         verified_at = coalesce(excluded.verified_at, s.verified_at)
 """
@@ -142,7 +152,7 @@ FINISH_RUN = """
         jobs_total = %(total)s, jobs_succeeded = %(succeeded)s, jobs_failed = %(failed)s,
         jobs_not_attempted = %(not_attempted)s, jobs_skipped = %(skipped)s,
         concurrency_limit = %(concurrency_limit)s, heartbeat_at = now()
-    WHERE run_id = %(run_id)s
+    WHERE run_id = %(run_id)s AND status = 'running'
 """
 # Where the adaptive limit settled in the last run of this shard that did its jobs.
 LEARNED_LIMIT = """

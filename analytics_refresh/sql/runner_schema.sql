@@ -43,13 +43,14 @@ CREATE TABLE IF NOT EXISTS refresh_jobs (
     PRIMARY KEY (run_id, client_id, platform)
 );
 
--- Serves "last success per client x platform": status, skip-fresh and job ordering.
-CREATE INDEX IF NOT EXISTS refresh_jobs_last_success_idx
-    ON refresh_jobs (client_id, platform, finished_at DESC) WHERE status = 'succeeded';
+-- Per-key questions read refresh_state now; this index only cost every successful write.
+DROP INDEX IF EXISTS refresh_jobs_last_success_idx;
 
 -- A live run renews its lease every few seconds: a run row left 'running' whose lease is
 -- fresh belongs to a run still alive (say, after a database restart took its lock).
 ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz;
+-- The boot and pid namespace of the run's process: where its pid can be checked.
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS machine text;
 -- Where the adaptive concurrency limit settled: the next run starts there.
 ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS concurrency_limit integer;
 
