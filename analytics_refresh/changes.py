@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 # deadline leaves: the refreshes it decides about need the rest.
 QUERY_SECONDS = 30.0
 QUERY_SHARE = 0.25
-MAX_KEY_LENGTH = 1000
 KINDS = ("changed", "unchanged", "due")
 
 
@@ -63,7 +62,7 @@ def read_keys(conn, query: str, deadline: Deadline | None = None) -> dict[Key, s
             cur.execute("SET TRANSACTION READ ONLY")
             db.bound(conn, seconds)
             try:
-                cur.execute(query)
+                cur.execute(wrapped(query))
             except psycopg2.errors.QueryCanceled as exc:
                 raise ChangeQueryError(f"it ran past its bound of {seconds:g}s") from exc
             except psycopg2.Error as exc:
@@ -83,6 +82,17 @@ def read_keys(conn, query: str, deadline: Deadline | None = None) -> dict[Key, s
             db.bound(conn, db.statement_seconds(deadline))
 
 
+def wrapped(query: str) -> str:
+    """Return the configured query as the one subquery of a SELECT.
+
+    Whatever the text holds, what runs is a single SELECT: a second statement, a COMMIT
+    that would end the read-only transaction, or a data-modifying WITH is an error, not a
+    write. The closing parenthesis is on a line of its own, after any trailing comment.
+    """
+    text = query.strip().rstrip(";").rstrip()
+    return f"SELECT * FROM (\n{text}\n) AS change_query"  # noqa: S608 (the operator's query)
+
+
 def _keys(rows) -> dict[Key, str]:
     keys: dict[Key, str] = {}
     for number, (raw_client, platform, key) in enumerate(rows, start=1):
@@ -91,23 +101,33 @@ def _keys(rows) -> dict[Key, str]:
             raise ChangeQueryError(f"row {number}: client_id is not a UUID")
         if platform not in SOURCE_PLATFORMS:
             raise ChangeQueryError(f"row {number}: platform is not shopify or amazon")
-        if key is None:
-            continue
-        keys[(client_id, platform)] = str(key)[:MAX_KEY_LENGTH]
-    return keys
+        if (client_id, platform) in keys:
+            raise ChangeQueryError(f"row {number}: a second row for {client_id} ({platform})")
+        keys[(client_id, platform)] = None if key is None else str(key)
+    return {k: v for k, v in keys.items() if v is not None}
 
 
 def job_key(job: Job, keys: Mapping[Key, str], connected: Sequence[str]) -> str | None:
-    """Return a job's change key: its platform's, or for ``all`` every connected one's."""
+    """Return a job's change key as stored: a digest of its platform's key, or for ``all``
+    of every connected platform's key (length-prefixed, so no two sets read alike).
+
+    A digest has a fixed length and plain characters, so what is stored compares equal to
+    what the query returns next time, whatever the key's length or bytes.
+    """
     if job.platform != "all":
-        return keys.get((job.client_id, job.platform))
+        key = keys.get((job.client_id, job.platform))
+        return None if key is None else _digest(key)
     parts = []
     for platform in sorted(connected):
         key = keys.get((job.client_id, platform))
         if key is None:
             return None  # one platform unknown: the combined dashboard counts as changed
-        parts.append(f"{platform}={key}")
-    return ";".join(parts) if parts else None
+        parts.append(f"{platform}:{len(key)}:{key}")
+    return _digest("|".join(parts)) if parts else None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def phase_seconds(job: Job, period_seconds: float) -> float:

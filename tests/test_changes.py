@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from analytics_refresh.changes import decide, latest_due, phase_seconds
+from analytics_refresh.changes import decide, job_key, latest_due, phase_seconds
 from analytics_refresh.cli import main
 from analytics_refresh.plan import Job
 from analytics_refresh.records import KeyState
@@ -22,21 +22,24 @@ KEY_TABLE = "CREATE TABLE change_keys (client_id uuid, platform text, change_key
 CHANGE_SQL = "SELECT client_id::text, platform, change_key FROM change_keys"
 
 
-def state(job: Job, key: str | None, hours_ago: float) -> KeyState:
+def state(job: Job, keys: dict | None, hours_ago: float, connected=("shopify", "amazon")):
+    """The state of a key last refreshed ``hours_ago`` when the query returned ``keys``."""
     at = NOW - timedelta(hours=hours_ago)
-    return KeyState(job.client_id, job.platform, last_success_at=at, change_key=key)
+    stored = None if keys is None else job_key(job, keys, connected)
+    return KeyState(job.client_id, job.platform, last_success_at=at, change_key=stored)
 
 
 # -- the decision -----------------------------------------------------------------------------
 def test_unchanged_keys_are_skipped_and_changed_ones_refreshed_with_their_all():
     shop, amz, both = Job(ALICE, "shopify"), Job(ALICE, "amazon"), Job(ALICE, "all")
     bob = Job(BOB, "shopify")
-    keys = {(ALICE, "shopify"): "s2", (ALICE, "amazon"): "a1", (BOB, "shopify"): "b1"}
+    before = {(ALICE, "shopify"): "s1", (ALICE, "amazon"): "a1", (BOB, "shopify"): "b1"}
+    keys = {**before, (ALICE, "shopify"): "s2"}  # ALICE's shopify data changed since
     states = {
-        (ALICE, "shopify"): state(shop, "s1", 0.01),  # its data changed since
-        (ALICE, "amazon"): state(amz, "a1", 0.01),
-        (ALICE, "all"): state(both, "amazon=a1;shopify=s1", 0.01),
-        (BOB, "shopify"): state(bob, "b1", 0.01),
+        (ALICE, "shopify"): state(shop, before, 0.01),
+        (ALICE, "amazon"): state(amz, before, 0.01),
+        (ALICE, "all"): state(both, before, 0.01),
+        (BOB, "shopify"): state(bob, before, 0.01, ("shopify",)),
     }
     connected = {ALICE: ("shopify", "amazon"), BOB: ("shopify",)}
     decision = decide(
@@ -48,7 +51,9 @@ def test_unchanged_keys_are_skipped_and_changed_ones_refreshed_with_their_all():
         r.status == "skipped" and r.error.startswith("unchanged since") for r in decision.skipped
     )
     assert decision.kinds == {shop: "changed", both: "changed", amz: "unchanged", bob: "unchanged"}
-    assert decision.keys[both] == "amazon=a1;shopify=s2"  # stored with the all job's success
+    # Stored with the all job's success: both platforms' keys, the new one included.
+    assert decision.keys[both] == job_key(both, keys, ("shopify", "amazon"))
+    assert decision.keys[both] != states[(ALICE, "all")].change_key
 
 
 @pytest.mark.parametrize(
@@ -66,7 +71,8 @@ def test_what_counts_as_changed_and_due(key, stored, hours_ago, kind):
     keys = {} if key is None else {(ALICE, "shopify"): key}
     states = {}
     if hours_ago is not None:
-        states[(ALICE, "shopify")] = state(job, stored, hours_ago)
+        was = None if stored is None else {(ALICE, "shopify"): stored}
+        states[(ALICE, "shopify")] = state(job, was, hours_ago, ("shopify",))
     decision = decide(
         [job], states, keys, connected={ALICE: ("shopify",)}, now=NOW, max_age_minutes=DAY
     )
@@ -97,7 +103,7 @@ def test_simulated_day_refreshes_every_unchanged_key_once_spread_over_runs():
     """A day of 10-minute runs over 500 unchanged keys: each refreshed about once, spread."""
     keys_ = [Job(str(uuid.UUID(int=n)), "amazon") for n in range(500)]
     keys = {(j.client_id, j.platform): "same" for j in keys_}
-    states = {(j.client_id, j.platform): state(j, "same", 0) for j in keys_}
+    states = {(j.client_id, j.platform): state(j, keys, 0, ("amazon",)) for j in keys_}
     connected = {j.client_id: ("amazon",) for j in keys_}
     refreshed, per_run = {j: 0 for j in keys_}, []
     now = NOW
@@ -108,7 +114,7 @@ def test_simulated_day_refreshes_every_unchanged_key_once_spread_over_runs():
         for job in d.run:
             refreshed[job] += 1
             states[(job.client_id, job.platform)] = KeyState(
-                job.client_id, job.platform, last_success_at=now, change_key="same"
+                job.client_id, job.platform, last_success_at=now, change_key=d.keys[job]
             )
     assert set(refreshed.values()) == {1}  # once per max age, no more
     assert max(per_run) <= 3 * (500 / 144)  # no burst: at most 3x the mean per run
@@ -163,6 +169,17 @@ def test_second_run_skips_unchanged_and_a_change_refreshes_its_keys(change_env, 
         (f"SELECT '{ALICE}', 'ebay', 'k'", "not shopify or amazon"),
         ("SELECT pg_sleep(40)::text, 'shopify', 'k'", "ran past its bound"),
         ("INSERT INTO change_keys VALUES (NULL, NULL, NULL) RETURNING *", "failed"),
+        # A COMMIT would end the read-only transaction: what runs is one SELECT, so it fails.
+        (
+            f"{CHANGE_SQL}; COMMIT; INSERT INTO change_keys VALUES (NULL, NULL, NULL); "  # noqa: S608
+            f"{CHANGE_SQL}",
+            "failed",
+        ),
+        (
+            "WITH gone AS (DELETE FROM change_keys RETURNING *) SELECT * FROM gone",
+            "failed",
+        ),
+        (f"{CHANGE_SQL} UNION ALL {CHANGE_SQL}", "a second row for"),
     ],
 )
 def test_a_failing_or_malformed_query_refreshes_everything_with_a_warning(
@@ -181,6 +198,8 @@ def test_a_failing_or_malformed_query_refreshes_everything_with_a_warning(
     with db.cursor() as cur:
         cur.execute("SELECT count(*) FROM change_keys WHERE client_id IS NULL")
         assert cur.fetchone() == (0,)  # read-only: the query could not write
+        cur.execute("SELECT count(*) FROM change_keys")
+        assert cur.fetchone() == (3,)  # nor delete
 
 
 def test_the_query_file_twin_is_read(change_env, tmp_path, backend):
@@ -209,3 +228,48 @@ def test_an_unchanged_key_stays_current_in_status_and_metrics(
     assert all(c["age_hours"] < 0.1 for c in report["caches"])
     text = (tmp_path / "m.prom").read_text()
     assert 'analytics_refresh_last_run_change_jobs{kind="unchanged",shard="none"} 5.0' in text
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["line one\nline two", "x" * 5000, "a;b=c|d", "nul \\x00 and tab\t"],
+    ids=["newline", "long", "separators", "controls"],
+)
+def test_any_key_compares_equal_to_itself_next_run(change_env, db, backend, key):
+    set_keys(db, {(ALICE, "shopify"): key, (ALICE, "amazon"): key, (BOB, "shopify"): key})
+    assert main(["run"], change_env) == 0
+    assert main(["run"], change_env) == 0
+    assert "(5 skipped as unchanged)" in last_results(change_env)
+
+
+def test_a_key_is_due_by_when_its_last_refresh_was_planned():
+    """A refresh planned before the key's due instant but ending after it does not count
+    for that instant: the next run after the instant refreshes the key."""
+    job = Job(ALICE, "amazon")
+    keys = {(ALICE, "amazon"): "k"}
+    stored = job_key(job, keys, ("amazon",))
+    due = latest_due(job, NOW, DAY * 60)
+    planned, ended = due - timedelta(seconds=30), due + timedelta(seconds=30)
+    after = KeyState(
+        ALICE, "amazon", last_success_at=ended, change_key=stored, success_planned_at=planned
+    )
+    decision = decide(
+        [job],
+        {(ALICE, "amazon"): after},
+        keys,
+        connected={ALICE: ("amazon",)},
+        now=due + timedelta(minutes=5),
+        max_age_minutes=DAY,
+    )
+    assert decision.kinds[job] == "due"
+    # Judged by the job's end it would have waited a whole further period.
+    ended_only = KeyState(ALICE, "amazon", last_success_at=ended, change_key=stored)
+    decision = decide(
+        [job],
+        {(ALICE, "amazon"): ended_only},
+        keys,
+        connected={ALICE: ("amazon",)},
+        now=due + timedelta(minutes=5),
+        max_age_minutes=DAY,
+    )
+    assert decision.kinds[job] == "unchanged"
