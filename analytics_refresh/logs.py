@@ -55,6 +55,10 @@ class RedactFilter(logging.Filter):
         clean = redact(message, self.secrets)
         if clean != message:
             record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            # A traceback quotes values too: format it here, masked, for every handler.
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact(text, self.secrets)
         return True
 
 

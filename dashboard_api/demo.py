@@ -336,7 +336,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         conn = psycopg2.connect(args.database_url)
     except psycopg2.Error as exc:
-        print(f"cannot connect to the database: {str(exc).strip()}", file=sys.stderr)
+        # libpq's words may quote pieces of a mis-encoded password: say only what failed.
+        print(
+            f"cannot connect to the database ({type(exc).__name__}); check DATABASE_URL and "
+            "percent-encode any special character of its password",
+            file=sys.stderr,
+        )
         return 1
     try:
         ids = load_demo(
