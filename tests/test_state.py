@@ -214,3 +214,38 @@ def test_the_adaptive_limit_starts_where_the_last_run_settled(run_env, db, backe
     with db.cursor() as cur:
         cur.execute("SELECT concurrency_limit FROM refresh_runs ORDER BY started_at DESC LIMIT 1")
         assert cur.fetchone()[0] <= 2  # the ceiling still rules
+
+
+def test_a_batch_written_twice_counts_a_failure_once_and_an_abandoned_run_writes_no_state(
+    run_env, db, db_url, two_clients
+):
+    """After a lost acknowledgement the writer repeats its statement; a run marked abandoned
+    while cut off from the database flushes late. Neither may bend the keys' state."""
+    from analytics_refresh.clock import Deadline
+    from analytics_refresh.history import History, JobRecord
+    from analytics_refresh.plan import Job
+
+    job = Job(BOB, "shopify")
+    history = History(db_url, trigger="cron", deadline=Deadline(60))
+    history.record_run("running")
+    history.record_planned([job])
+    failed = JobRecord(job, "failed", 1, 500, 10, error="HTTP 500")
+    history._write([failed])
+    history._write([failed])  # the same statement again
+    assert state(db)[(BOB, "shopify")][:2] == ("failed", 1)
+
+    late = History(db_url, trigger="cron", deadline=Deadline(60))
+    late.record_run("running")
+    late.record_planned([job])
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE refresh_runs SET status = 'abandoned' WHERE run_id = %s", (late.run_id,)
+        )
+    late.record_job(JobRecord(job, "succeeded", 1, 200, 10, 1, 5))
+    assert late.flush(final=True) == 0
+    with db.cursor() as cur:
+        cur.execute("SELECT status FROM refresh_jobs WHERE run_id = %s", (late.run_id,))
+        assert cur.fetchone() == ("succeeded",)  # its own record is kept
+    assert state(db)[(BOB, "shopify")][:2] == ("failed", 1)  # the state is not its to move
+    history.close()
+    late.close()

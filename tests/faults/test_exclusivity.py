@@ -4,7 +4,9 @@ run is alive, and says whether the older one was alive or dead."""
 
 from __future__ import annotations
 
+import socket
 import time
+import uuid
 
 from analytics_refresh.cli import main
 from tests.backend import Answer
@@ -93,3 +95,51 @@ def test_a_dead_run_is_told_from_a_live_one(run_env, backend, db):
     assert gone
     assert "it is gone" in gone[-1]
     assert f"(pid {old.pid})" in gone[-1]
+
+
+def running_row(db, *, host: str, seconds_ago: float, machine: str | None = None) -> str:
+    """A row left 'running' by a run elsewhere whose lease was last renewed that long ago."""
+    run_id = str(uuid.uuid4())
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO refresh_runs (run_id, trigger, host, pid, machine, status, started_at,"
+            " heartbeat_at) VALUES (%s, 'cron', %s, 4242, %s, 'running',"
+            " now() - interval '1 hour', now() - make_interval(secs => %s))",
+            (run_id, host, machine, seconds_ago),
+        )
+    return run_id
+
+
+def test_a_lease_renewed_elsewhere_keeps_a_new_run_out(run_env, backend, db):
+    many_clients(db, 1)
+    other = running_row(db, host="elsewhere", seconds_ago=10)
+    env = {**run_env, "REFRESH_TIMEOUT": "5"}
+    assert main(["run"], env) == 5
+    assert backend.refreshes() == []
+    assert fetch(db, "SELECT status FROM refresh_runs WHERE run_id = %s", other) == [("running",)]
+    line = [x for x in log_lines(env) if "is still alive" in x][-1]
+    assert f"run {other} on elsewhere (pid 4242)" in line
+
+
+def test_a_lease_older_than_the_timeout_is_a_dead_run(run_env, backend, db):
+    many_clients(db, 1)
+    # The lease outlasts any request the old run may have in flight: REFRESH_TIMEOUT + 30 s.
+    alive = running_row(db, host="elsewhere", seconds_ago=40)
+    env = {**run_env, "REFRESH_TIMEOUT": "20"}
+    assert main(["run"], env) == 5  # 40 s < 20 + 30 s: it may still be sending
+    with db.cursor() as cur:
+        cur.execute("DELETE FROM refresh_runs WHERE status = 'skipped'")
+    env = {**run_env, "REFRESH_TIMEOUT": "5"}
+    assert main(["run"], env) == 0  # 40 s > 5 + 30 s: gone
+    assert fetch(db, "SELECT status FROM refresh_runs WHERE run_id = %s", alive) == [("abandoned",)]
+    assert fetch(
+        db, "SELECT status, jobs_succeeded FROM refresh_runs WHERE status <> 'abandoned'"
+    ) == [("succeeded", 2)]
+
+
+def test_the_same_host_name_in_another_pid_namespace_is_judged_by_its_lease(run_env, backend, db):
+    """A container or machine of the same name: its pid says nothing here."""
+    many_clients(db, 1)
+    other = running_row(db, host=socket.gethostname(), seconds_ago=1, machine="another-boot/1")
+    assert main(["run"], run_env) == 5  # pid 4242 is not ours to check: the fresh lease wins
+    assert fetch(db, "SELECT status FROM refresh_runs WHERE run_id = %s", other) == [("running",)]
