@@ -136,6 +136,7 @@ def as_dict(report: Report) -> dict:
                 "last_success_at": _iso(r.last_success),
                 "age_hours": _hours(r.age_seconds),
                 "stale": r.is_stale(max_age),
+                "last_verified_at": _iso(r.state.current_at),
                 "last_attempt_at": _iso(r.state.last_attempt_at),
                 "last_status": r.state.last_status,
                 "last_error": r.state.last_error,
