@@ -1,7 +1,8 @@
 """``analytics-refresh status``: recent runs and the age of every client's cache.
 
-The age of a client x platform is the time since its last successful refresh, read from
-``refresh_state``. Which client x platforms should exist follows the run's own planning
+The age of a client x platform is the time since its cache was last known current, read
+from ``refresh_state``: its last successful refresh, or a later change-aware run that found
+its data unchanged. Which client x platforms should exist follows the run's own planning
 rules (plan.py), so a connected client that was never refreshed shows up, as stale. Exit 0
 when every one is fresher than ``--max-age``, else 1: a monitoring check and the Docker
 ``HEALTHCHECK`` in one. A key whose last attempt failed is marked, and the report does not
