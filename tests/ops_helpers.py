@@ -108,7 +108,7 @@ class PingRecorder:
                 self.end_headers()
                 self.wfile.write(b"OK")
 
-            do_GET = do_POST = do_HEAD = _record
+            do_GET = do_POST = do_HEAD = do_PUT = _record
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -254,3 +254,47 @@ def test_alerts_and_dashboard_use_only_metrics_the_run_writes(run_env, clients, 
     used = {name for expr in exprs for name in METRIC_NAME.findall(expr)}
     assert used
     assert used <= written, used - written
+
+
+# -- the Pushgateway ----------------------------------------------------------------------------
+def test_metrics_are_pushed_grouped_by_job_and_shard(run_env, clients, monitor, db):
+    gateway = monitor.url.removesuffix("/ping/check-key")
+    assert main(["run"], {**run_env, "METRICS_PUSHGATEWAY_URL": gateway}) == 0
+    assert main(["run", "--shard", "1/2"], {**run_env, "METRICS_PUSHGATEWAY_URL": gateway}) == 0
+    unsharded, sharded = monitor.pings
+    assert unsharded.path == "/metrics/job/analytics_refresh/shard/none"
+    assert sharded.path == "/metrics/job/analytics_refresh/shard@base64/MS8y"  # "1/2"
+    values = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(unsharded.body)
+        for s in family.samples
+    }
+    assert value(values, "last_run_exit_code") == 0
+    assert value(values, "last_run_jobs", status="succeeded") == 5
+    assert 'shard="1/2"' in sharded.body
+
+
+def test_a_gateway_that_is_down_changes_nothing(run_env, clients, db):
+    import socket
+
+    with socket.socket() as sock:  # a port that refuses connections
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    started = time.monotonic()
+    assert main(["run"], {**run_env, "METRICS_PUSHGATEWAY_URL": closed}) == 0
+    assert time.monotonic() - started < 10
+    assert any(
+        "Cannot push metrics to the Pushgateway on 127.0.0.1" in x for x in log_lines(run_env)
+    )
+
+
+def test_each_shard_writes_a_file_of_its_own_with_its_label(run_env, clients, tmp_path, db):
+    env = {**run_env, "METRICS_FILE": str(tmp_path / "prom" / "analytics_refresh.prom")}
+    assert main(["run", "--shard", "0/2"], env) in (0, 1)
+    assert main(["run", "--shard", "1/2"], env) in (0, 1)
+    files = sorted(p.name for p in (tmp_path / "prom").iterdir())
+    assert files == ["analytics_refresh.shard-0-of-2.prom", "analytics_refresh.shard-1-of-2.prom"]
+    for index, name in enumerate(files):
+        text = (tmp_path / "prom" / name).read_text()
+        assert f'shard="{index}/2"' in text
+        assert 'shard="none"' not in text
