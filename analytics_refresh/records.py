@@ -93,6 +93,7 @@ class Freshness:
     # None: never refreshed.
     age_seconds: float | None
     changed_seconds: float | None = None  # since its data last changed (change detection)
+    current_at: datetime | None = None  # KeyState.current_at, computed once
 
     @property
     def client_id(self) -> str:
@@ -124,20 +125,24 @@ def freshness(conn, settings: Settings) -> tuple[datetime, list[Freshness]]:
     now = database_now(conn)
     states = key_states(conn)
     rows = []
+    order = {p: i for i, p in enumerate(PLATFORMS)}
     for job in jobs:
         state = states.get((job.client_id, job.platform)) or KeyState(job.client_id, job.platform)
-        rows.append(Freshness(state, _since(now, state.current_at), _since(now, state.changed_at)))
-    rows.sort(key=_stalest_first)
+        current = state.current_at
+        rows.append(Freshness(state, _since(now, current), _since(now, state.changed_at), current))
+    # Stalest first (never refreshed ahead of all), then by client and platform.
+    rows.sort(
+        key=lambda r: (
+            -(math.inf if r.age_seconds is None else r.age_seconds),
+            r.state.client_id,
+            order[r.state.platform],
+        )
+    )
     return now, rows
 
 
 def _since(now: datetime, then: datetime | None) -> float | None:
     return None if then is None else max(0.0, (now - then).total_seconds())
-
-
-def _stalest_first(row: Freshness):
-    age = math.inf if row.age_seconds is None else row.age_seconds
-    return -age, row.client_id, PLATFORMS.index(row.platform)
 
 
 def recent_runs(conn, limit: int) -> tuple[datetime, list[dict]]:
