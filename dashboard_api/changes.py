@@ -42,10 +42,8 @@ import argparse
 import sys
 from collections.abc import Mapping, Sequence
 
-import psycopg2
-
 from .config import ConfigError, from_environ
-from .db import read_sql
+from .db import connect_for_script, read_sql
 
 # In a file of its own too, for REFRESH_CHANGE_SQL_FILE.
 CHANGE_SQL = read_sql("change_keys.sql")
@@ -86,15 +84,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = parser.parse_args(argv)
     if not args.database_url:
         parser.error("--database-url (or DATABASE_URL) is required")
-    try:
-        conn = psycopg2.connect(args.database_url)
-    except psycopg2.Error as exc:
-        # libpq's words may quote pieces of a mis-encoded password: say only what failed.
-        print(
-            f"cannot connect to the database ({type(exc).__name__}); check DATABASE_URL and "
-            "percent-encode any special character of its password",
-            file=sys.stderr,
-        )
+    conn = connect_for_script(args.database_url)
+    if conn is None:
         return 1
     try:
         for (client_id, platform), key in sorted(change_keys(conn).items()):

@@ -9,6 +9,7 @@ pinged before they are lent, so the pool heals as soon as the server is back.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator
 from importlib import resources
@@ -135,3 +136,19 @@ class Database:
             if self._pool is not None:
                 self._pool.closeall()
                 self._pool = None
+
+
+def connect_for_script(url: str):
+    """Connect for a command-line script, or print why not and return None.
+
+    libpq's own words may quote pieces of a mis-encoded password: say only what failed.
+    """
+    try:
+        return psycopg2.connect(url)
+    except psycopg2.Error as exc:
+        print(
+            f"cannot connect to the database ({type(exc).__name__}); check DATABASE_URL and "
+            "percent-encode any special character of its password",
+            file=sys.stderr,
+        )
+        return None

@@ -27,13 +27,12 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-import psycopg2
 from psycopg2 import sql
 from psycopg2.extras import Json
 
 from .cache import table_name
 from .config import ConfigError, from_environ
-from .db import init_schema
+from .db import connect_for_script, init_schema
 
 HISTORY_DAYS = 90
 DEFAULT_CLIENTS = 4
@@ -333,15 +332,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if not args.database_url:
         parser.error("--database-url (or DATABASE_URL) is required")
     started = time.perf_counter()
-    try:
-        conn = psycopg2.connect(args.database_url)
-    except psycopg2.Error as exc:
-        # libpq's words may quote pieces of a mis-encoded password: say only what failed.
-        print(
-            f"cannot connect to the database ({type(exc).__name__}); check DATABASE_URL and "
-            "percent-encode any special character of its password",
-            file=sys.stderr,
-        )
+    conn = connect_for_script(args.database_url)
+    if conn is None:
         return 1
     try:
         ids = load_demo(

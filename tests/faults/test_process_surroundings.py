@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -27,6 +26,7 @@ import pytest
 from analytics_refresh.cli import main
 from tests.backend import Answer
 from tests.conftest import ROOT, connect_clients, log_lines
+from tests.faults.test_process_faults import fetch, wait_for
 from tests.ops_helpers import PingRecorder
 
 CRON_SCRIPT = ROOT / "analytics_refresh_cron.py"
@@ -76,22 +76,6 @@ def start_run(env: dict, *args: str, close: tuple[int, ...] = ()) -> subprocess.
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL if 2 in close else subprocess.PIPE,
     )
-
-
-def wait_for(predicate, timeout: float = 15.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
-
-
-def fetch(db, query, *params):
-    with db.cursor() as cur:
-        cur.execute(query, params)
-        return cur.fetchall()
 
 
 def log_text(env: dict) -> str:
