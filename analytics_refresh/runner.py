@@ -74,6 +74,7 @@ class RunContext:
     stop: StopRequest
     deadline: Deadline
     hooks: Hooks
+    started: float = field(default_factory=time.time)  # when this run began (wall clock)
 
 
 def outcome(counts: Counter, stopped: bool) -> tuple[str, int]:
@@ -95,6 +96,7 @@ def execute_run(
     recorded, and LockHeld (5) when another run is alive; every other outcome is a result.
     """
     hooks = hooks or Hooks()
+    started = time.time()
     log.info(
         "%s (trigger %s%s)",
         START_LINE,
@@ -120,7 +122,9 @@ def execute_run(
             try:
                 if hooks.on_started is not None:
                     hooks.on_started(history.run_id)
-                context = RunContext(settings, conn, secret, history, lock, stop, deadline, hooks)
+                context = RunContext(
+                    settings, conn, secret, history, lock, stop, deadline, hooks, started
+                )
                 # Inside the boundary, so the record says what the process exits with.
                 with db.boundary(url, deadline):
                     return _run_jobs(context)
@@ -191,7 +195,7 @@ def dry_run(settings: Settings, deadline: Deadline) -> RunResult:
 
 def _run_jobs(ctx: RunContext) -> RunResult:
     settings, history, stop, deadline = ctx.settings, ctx.history, ctx.stop, ctx.deadline
-    wall_started = time.time() - deadline.elapsed()
+    wall_started = ctx.started
     plan = read_plan(ctx.conn, settings)
     if not plan.jobs:
         log.warning(
