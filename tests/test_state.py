@@ -17,7 +17,12 @@ from tests.runs import ALICE, BOB
 
 STATE_VS_JOBS = """
     SELECT s.client_id::text, s.platform, s.last_status, s.last_run_id = j.run_id,
-           s.last_success_at IS NOT DISTINCT FROM ok.finished_at, s.consecutive_failures
+           s.last_success_at IS NOT DISTINCT FROM ok.finished_at,
+           s.consecutive_failures = (
+               SELECT count(*) FROM refresh_jobs f
+               WHERE f.client_id = s.client_id AND f.platform = s.platform
+                 AND f.status = 'failed'
+                 AND (ok.finished_at IS NULL OR f.finished_at > ok.finished_at))
     FROM refresh_state s
     JOIN LATERAL (
         SELECT run_id, status FROM refresh_jobs
@@ -58,10 +63,11 @@ def test_state_always_matches_the_newest_job_row(run_env, db, backend, two_clien
         cur.execute(STATE_VS_JOBS)
         rows = cur.fetchall()
     assert len(rows) == 4
-    for _client, _platform, last_status, same_run, same_success, _streak in rows:
+    for _client, _platform, last_status, same_run, same_success, same_streak in rows:
         assert last_status in ("succeeded", "failed")
         assert same_run  # the state's last attempt is the newest job row
         assert same_success  # its last success is the newest successful job row
+        assert same_streak  # its streak is the failed rows since that success
     now = state(db)
     assert now[(BOB, "shopify")][:2] == ("succeeded", 0)  # a success ends the streak
     assert now[(ALICE, "all")][:3] == ("failed", 1, "HTTP 404; gone")
