@@ -24,7 +24,14 @@ from .errors import ConfigError, LockHeld, RefreshError, exit_code
 from .heartbeat import Heartbeat, LogTail
 from .logs import get_logger, redact, setup_logging, writes_stderr
 from .runner import Hooks, RunResult
-from .settings import Settings, load_environment, partial, raw_secrets, unknown_variables
+from .settings import (
+    Settings,
+    given_environment,
+    load_environment,
+    partial,
+    raw_secrets,
+    unknown_variables,
+)
 from .stop import StopRequest
 
 log = get_logger()
@@ -165,7 +172,7 @@ def execute(
         proc.command = command
         # Until .env is read: a .env that cannot be read is reported with the log folder
         # and heartbeat of the environment the process was started with.
-        proc.environ = os.environ if environ is None else environ
+        proc.environ = given_environment(environ)
         proc.environ = load_environment(environ)
         proc.settings = command.configure(Settings.from_env(proc.environ), args)
         if command.logs:

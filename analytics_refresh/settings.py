@@ -329,6 +329,11 @@ def load_environment(
     return merged
 
 
+def given_environment(environ: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """Return ``environ``, or the process environment as it is, before ``.env`` is read."""
+    return os.environ if environ is None else environ
+
+
 def read_dotenv(path: Path) -> dict[str, str]:
     """Return the variables of a ``.env`` file, or raise ConfigError at its first bad line."""
     from dotenv import dotenv_values
