@@ -49,14 +49,19 @@ def credentials_table_sql() -> str:
     return match.group(0)
 
 
-def create_database(server: str, name: str) -> str:
-    """Create (or recreate) database ``name`` with the tables a run needs; return its URL."""
+def empty_database(server: str, name: str) -> str:
+    """Create (or recreate) database ``name`` with no tables; return its URL."""
     conn = _admin(server)
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
-    url = psycopg2.extensions.make_dsn(server, dbname=name)
+    return psycopg2.extensions.make_dsn(server, dbname=name)
+
+
+def create_database(server: str, name: str) -> str:
+    """Create (or recreate) database ``name`` with the tables a run needs; return its URL."""
+    url = empty_database(server, name)
     # The runner's tables exactly as a user makes them.
     subprocess.run(
         [str(CLI), "db", "init"],

@@ -34,6 +34,7 @@ import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import bench_db
 import history_data as data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -424,7 +425,7 @@ def main(argv=None) -> int:
         finally:
             if not args.keep:
                 for ds in datasets.values():
-                    data.drop_database(server, ds.name)
+                    bench_db.drop_database(server, ds.name)
             if embedded is not None:
                 embedded.cleanup()  # before its directory goes
         print()

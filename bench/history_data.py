@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psycopg2
 import psycopg2.extensions
+from bench_db import empty_database
 
 CLI = Path(sys.executable).parent / "analytics-refresh"
 HOST = "synthetic-history"  # the host of every synthetic run; the bench's own runs differ
@@ -150,15 +151,6 @@ def cli(url: str, *args: str, env: dict | None = None) -> subprocess.CompletedPr
     return done
 
 
-def create_database(server: str, name: str) -> str:
-    conn = connect(server)
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return psycopg2.extensions.make_dsn(server, dbname=name)
-
-
 def server_version(server: str) -> str:
     conn = connect(server)
     with conn.cursor() as cur:
@@ -166,13 +158,6 @@ def server_version(server: str) -> str:
         (version,) = cur.fetchone()
     conn.close()
     return version
-
-
-def drop_database(server: str, name: str) -> None:
-    conn = connect(server)
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
 
 
 def build(
@@ -188,7 +173,7 @@ def build(
 ) -> Dataset:
     """Create database ``name`` with ``clients`` connected clients and ``days`` of history."""
     started = time.perf_counter()
-    url = create_database(server, name)
+    url = empty_database(server, name)
     ds = Dataset(label, name, url, clients, days, runs=days * runs_per_day)
     cli(url, "db", "init", "--with-api-schema", env=env)
     conn = connect(url)

@@ -147,3 +147,17 @@ def auth(token):
 @pytest.fixture
 def random_client() -> str:
     return str(uuid.uuid4())
+
+
+@pytest.fixture
+def empty(empty_db_url):
+    """A connection to a database with no tables at all."""
+    conn = psycopg2.connect(empty_db_url)
+    yield conn
+    conn.close()
+
+
+def fetch(conn, query, *params):
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        return cur.fetchall()

@@ -10,7 +10,7 @@ import pytest
 from dashboard_api import changes, demo
 from dashboard_api.db import init_schema
 
-from .conftest import ALICE, BOB, days_ago
+from .conftest import ALICE, BOB, days_ago, fetch
 
 DAY = dt.date(2024, 1, 15)
 SIZES = {"skus": 12, "orders_per_day": 4, "seed": 3, "today": DAY}
@@ -34,19 +34,6 @@ CREATE TABLE order_lines (
     ordered_at timestamptz NOT NULL
 );
 """
-
-
-@pytest.fixture
-def empty(empty_db_url):
-    conn = psycopg2.connect(empty_db_url)
-    yield conn
-    conn.close()
-
-
-def fetch(conn, query, *params):
-    with conn.cursor() as cur:
-        cur.execute(query, params)
-        return cur.fetchall()
 
 
 @pytest.fixture

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-import psycopg2
 import pytest
 from psycopg2 import sql
 
 from dashboard_api import cache, demo
 from dashboard_api.db import init_schema
+
+from .conftest import fetch
 
 DAY = dt.date(2024, 1, 15)
 SIZES = {"skus": 12, "orders_per_day": 4, "seed": 3, "today": DAY}
@@ -19,19 +20,6 @@ FINGERPRINT = """
            count(*), min(ordered_at), max(ordered_at)
     FROM order_lines
 """
-
-
-@pytest.fixture
-def empty(empty_db_url):
-    conn = psycopg2.connect(empty_db_url)
-    yield conn
-    conn.close()
-
-
-def fetch(conn, query, *params):
-    with conn.cursor() as cur:
-        cur.execute(query, params)
-        return cur.fetchall()
 
 
 def test_init_schema_creates_every_table_twice_over(empty):
