@@ -93,6 +93,7 @@ VARIABLES: dict[str, Variable] = {
     "REFRESH_CA_BUNDLE": Variable("ca_bundle", existing_file),
     "REFRESH_HISTORY_DAYS": Variable("history_days", number(int, 0, 100_000)),
     "REFRESH_MAX_AGE_MINUTES": Variable("max_age_minutes", number(float, 1, 10**6)),
+    "REFRESH_INTERVAL_MINUTES": Variable("interval_minutes", number(float, 1, 10**6)),
     "ANALYTICS_REFRESH_DATA_DIR": Variable("data_dir", Path),
 }
 # Read by their own code below (secrets, the database URL, the change query).
@@ -149,6 +150,9 @@ class Settings:
     history_days: int = 30
     change_sql: str | None = field(default=None, repr=False)
     max_age_minutes: float = 1440.0
+    # How often the scheduler starts a run (the installers write it beside the schedule):
+    # what the freshness promise, the copies' refresh lead and the deadline are judged by.
+    interval_minutes: float = 120.0
     # systemd sets JOURNAL_STREAM for a unit's output: the log then also goes to stderr.
     journal: bool = False
     # Unknown variables with a project prefix, each with the closest known name.
