@@ -26,11 +26,11 @@ from . import statements as sql
 from .check import ENDPOINT, Preflight, invalid_settings
 from .console import output_console, print_check, print_check_summary
 from .errors import ConfigError, LockHeld, first_line
-from .history import JobRecord
 from .logs import LOGGER_NAME, PlainFormatter, RedactFilter, setup_logging
 from .options import Parser, add_run_options, apply_run_options
-from .process import Command, Process, execute, handle_signals
-from .runner import RunResult, execute_run
+from .outcome import JobRecord, RunResult
+from .process import Command, Process, handle_signals, run_command
+from .runner import execute_run
 from .settings import PLATFORMS, Settings
 
 # Past this many jobs the summary lists the problems first and leaves out good rows.
@@ -69,7 +69,7 @@ def main(argv=None, environ=None) -> int:
         args = build_parser().parse_args(argv)
         return MANUAL, args
 
-    return execute(parse, environ)
+    return run_command(parse, environ)
 
 
 def _configure(settings: Settings, args) -> Settings:

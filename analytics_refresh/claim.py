@@ -1,0 +1,330 @@
+"""The run's claim on its ground: the lock, the lease on its row, and the writes of its record.
+
+One object, ``RunClaim``, owns all of it. ``claim()`` takes the advisory lock (lock.py) and
+makes sure no older run is alive: the lock excludes a second run while the first one's
+session lives, but a database restart or a failover drops the session and the lock with
+it while the first run may still have requests in flight. So the rows left ``running``
+are judged by their lease (``heartbeat_at``), each by the length its own run promised to
+renew within (``lease_seconds``): fresh, the new run does nothing; expired, or whose pid is
+gone from this host, it is marked ``abandoned``. A session left holding the lock by a host
+that vanished (no FIN, so the server keeps it for hours) is ended once its run's lease has
+expired, where this run's role may; else the run says why it cannot and what to set.
+
+While the run goes, ``keep()`` runs one thread that writes finished jobs' records, renews
+the lease and checks the lock; nothing else waits on the database for it. The ground is
+the run's scope (every client, or a shard); a listener claims its keys the same way, with
+its own scope and lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from . import statements as sql
+from .clock import Deadline
+from .errors import LockHeld, RefreshError, first_line
+from .lock import RunLock
+from .outcome import Ending, JobRecord, OtherRun, RunFacts, decide
+from .pending import PendingRecords
+from .plan import Job
+from .settings import Settings
+from .stop import StopRequest
+from .writes import STOPPED_ANSWERING, RunWriter
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.2
+LOCK_CHECK_SECONDS = 1.0
+RENEW_SECONDS = 5.0
+# Past the longest request a run may have in flight, the lease holds this much longer:
+# six missed renewals, room for a database restart or a failover's switch.
+LEASE_GRACE_SECONDS = 30.0
+# A lock not confirmed for this long (the database stopped answering the claim's thread)
+# is treated as lost: no new job starts on a ground that may no longer be this run's.
+CONFIRM_SECONDS = 20.0
+# How long closing waits for the claim's thread before cutting its connections, and how
+# long the final writes (the last records, the run's end) may take after that, in all.
+CLOSE_SECONDS = 5.0
+FINAL_SECONDS = 10.0
+# How long to wait for a stale session's server process to exit once ended.
+TAKE_OVER_SECONDS = 5.0
+LOCK_LOST = (
+    "the database session holding the run lock was lost, so another run could start; "
+    "exclusivity cannot be guaranteed"
+)
+
+
+def lease_seconds(settings: Settings) -> float:
+    """The lease a run promises to renew within: longer than any request it may have in
+    flight (REFRESH_TIMEOUT) plus its stop, so a run cut off from the database for a while
+    is never taken for dead while it can still send."""
+    return max(LEASE_GRACE_SECONDS, settings.timeout + LEASE_GRACE_SECONDS)
+
+
+def machine_id() -> str:
+    """This boot and pid namespace (Linux), or '' where they cannot be told."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
+def is_alive(other: OtherRun, host: str, default_lease: float) -> bool:
+    """Whether another run may still be sending: its pid here, else its own lease."""
+    # The pid says "gone" only where it means the same process: the same host name can be
+    # another container or machine, so the boot and the pid namespace must match too.
+    if other.host == host and other.pid and other.machine and other.machine == machine_id():
+        try:
+            os.kill(other.pid, 0)
+        except ProcessLookupError:
+            return False  # no such process in this pid namespace: gone, whatever its lease
+        except PermissionError:
+            pass  # a process of another user has that pid: judge by the lease
+    return other.lease_age < (other.lease_seconds or default_lease)
+
+
+class RunClaim:
+    """This run's hold on its ground, from ``claim()`` to ``release()``."""
+
+    def __init__(self, url: str, settings: Settings, deadline: Deadline, stop: StopRequest):
+        self.settings = settings
+        self.stop = stop
+        self.lease = lease_seconds(settings)
+        self.writer = RunWriter(
+            url,
+            trigger=settings.trigger,
+            shard=settings.shard_label,
+            deadline=deadline,
+            machine=machine_id(),
+        )
+        self.lock = RunLock(url, settings.shard, deadline)
+        self.pending = PendingRecords()
+        self.lost: str | None = None  # why the lock can no longer be counted on
+        self._confirmed_at = time.monotonic()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lease_failed = False
+
+    @property
+    def run_id(self) -> str:
+        return self.writer.run_id
+
+    # -- claiming the ground --------------------------------------------------------------
+    def claim(self) -> None:
+        """Take the lock, make sure no older run is alive, and record this run ``running``.
+
+        Raises LockHeld (after recording this run ``skipped``) when another run holds the
+        lock or, the lock being free, an older run still renews its lease.
+        """
+        where = f" for shard {self.settings.shard}" if self.settings.shard else ""
+        if not self.lock.acquire():
+            refused = self._take_over()
+            if refused is not None:
+                self._skip("another refresh run holds the lock" + refused)
+                raise LockHeld(
+                    f"⏭ Another refresh run holds the lock{where}{refused}; this run does nothing"
+                )
+        alive = []
+        for other in self.writer.running_elsewhere():
+            if is_alive(other, self.writer.host, self.lease):
+                alive.append(other)
+                continue
+            age = f"{other.lease_age:.0f}s ago"
+            log.warning(
+                "Run %s on %s (pid %s) stopped renewing its lease %s: it is gone; marked abandoned",
+                other.run_id,
+                other.host,
+                other.pid,
+                age,
+            )
+            self.writer.mark_abandoned(other, f"left running; its lease was last renewed {age}")
+        if alive:
+            other = alive[0]
+            note = f"{other} is still alive (lease renewed {other.lease_age:.0f}s ago)"
+            self._skip(note)
+            raise LockHeld(
+                f"⏭ The lock{where} was free, but {note}, as after a database restart; "
+                "this run does nothing"
+            )
+        self.writer.insert_run("running", lease_seconds=self.lease, lock_pid=self.lock.backend_pid)
+        self._confirmed_at = time.monotonic()
+
+    def _skip(self, note: str) -> None:
+        ending = decide(RunFacts(error_code=LockHeld.exit_code, error_note=note))
+        self.writer.insert_run("skipped", ending=ending)
+
+    def _take_over(self) -> str | None:
+        """End the sessions of runs whose lease expired but which still hold a lock, then
+        take the lock; return None on success, else why not (to follow "holds the lock")."""
+        stale = [
+            other
+            for other in self.writer.running_elsewhere(sql.LOCK_HOLDERS)
+            if not is_alive(other, self.writer.host, self.lease)
+        ]
+        if not stale:
+            return ""
+        refusals = [why for why in map(self._end_session, stale) if why]
+        if len(refusals) < len(stale) and self._wait_for_lock():
+            return None
+        return "".join(refusals) or "; its session outlived its lease and could not be ended"
+
+    def _end_session(self, other: OtherRun) -> str:
+        """End a stale run's lock session; return '' or why it could not be ended."""
+        pid = other.lock_pid
+        promised = other.lease_seconds or self.lease
+        what = (
+            f"; {other} stopped renewing its lease {other.lease_age:.0f}s ago (it promised "
+            f"{promised:.0f}s), but its database session (server pid {pid}) still holds "
+            "the lock, as after its host vanished"
+        )
+        try:
+            ended = self.writer.query(sql.TERMINATE, (pid,))[0][0]
+        except RefreshError as exc:
+            return what + self._why_not(pid, first_line(exc))
+        if ended is False:
+            return ""  # it exited meanwhile: the lock is free
+        log.warning(
+            "⚠️ Ended the database session (server pid %s) of %s, whose lease expired %.0fs "
+            "ago (it promised %.0fs) but which still held the lock, as after its host "
+            "vanished; this run takes over",
+            pid,
+            other,
+            other.lease_age,
+            promised,
+        )
+        return ""
+
+    def _why_not(self, pid: int | None, error: str) -> str:
+        try:
+            me, owner, owner_super, *_ = self.writer.query(sql.SESSION_ROLES, (pid,))[0]
+        except (RefreshError, IndexError):
+            return f"; ending it failed: {error}"
+        if owner_super:
+            fix = (
+                f"a superuser must end it (SELECT pg_terminate_backend({pid})), or set the "
+                "server's tcp_keepalives_idle or tcp_user_timeout so that it notices dead "
+                "peers sooner"
+            )
+        else:
+            fix = (
+                f"GRANT pg_signal_backend TO {me} (or run every runner as role {owner}), "
+                f"or end it by hand: SELECT pg_terminate_backend({pid})"
+            )
+        return f"; role {me} may not end a session of role {owner} ({error}): {fix}"
+
+    def _wait_for_lock(self) -> bool:
+        until = time.monotonic() + TAKE_OVER_SECONDS
+        while True:
+            if self.lock.acquire():
+                return True
+            if time.monotonic() > until:
+                return False
+            time.sleep(0.1)
+
+    # -- while the run goes ---------------------------------------------------------------
+    def keep(self) -> RunClaim:
+        """Start the thread that writes records, renews the lease and checks the lock."""
+        self._confirmed_at = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name="claim", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        checked_at = renewed_at = time.monotonic()
+        while not self._done.wait(FLUSH_SECONDS):
+            try:
+                now = time.monotonic()
+                if now - renewed_at >= RENEW_SECONDS:
+                    renewed_at = now
+                    self.renew()
+                if now - checked_at >= LOCK_CHECK_SECONDS:
+                    checked_at = now
+                    self.check()
+                self.pending.write(self.writer)
+            except Exception:  # the thread must outlive any one failure, or the run is blind
+                log.exception("The run's claim thread failed once; it goes on")
+
+    def lost_reason(self) -> str | None:
+        """Return why the lock can no longer be counted on, or None; never waits."""
+        if self.lost is None and time.monotonic() - self._confirmed_at > CONFIRM_SECONDS:
+            self._lose(
+                f"{STOPPED_ANSWERING}: the run lock could not be confirmed for "
+                f"{CONFIRM_SECONDS:g}s, so another run could start; exclusivity cannot be "
+                "guaranteed"
+            )
+        return self.lost
+
+    def check(self) -> bool:
+        """Ask the database whether the lock is still held; stop the run the moment it is not."""
+        if self.lost is not None:
+            return False
+        if self.lock.still_held():
+            self._confirmed_at = time.monotonic()
+            return True
+        self._lose(LOCK_LOST)
+        return False
+
+    def _lose(self, why: str) -> None:
+        if self.lost is None:
+            self.lost = why
+            log.error("❌ Lost the run lock: %s; no new job or retry starts", why)
+        self.stop.request(why)
+
+    def renew(self) -> None:
+        try:
+            self.writer.renew_lease()
+        except Exception as exc:  # the run goes on; the lease just ages
+            if not self._lease_failed:
+                log.warning("Could not renew the run's lease (%s)", first_line(exc))
+            self._lease_failed = True
+        else:
+            self._lease_failed = False
+
+    def queue_planned(self, jobs: list[Job], skipped: list[JobRecord]) -> None:
+        """Give every planned job its ``not_attempted`` row, and queue the skipped ones' records."""
+        self.writer.insert_planned(jobs)
+        for record in skipped:
+            self.pending.queue(record)
+        self.pending.write(self.writer)
+
+    def queue_record(self, record: JobRecord) -> None:
+        """Queue how a job ended; the claim's thread writes it within a fraction of a second."""
+        self.pending.queue(record)
+
+    # -- the end --------------------------------------------------------------------------
+    def stop_keeping(self) -> int:
+        """Stop the thread (bounded) and write what is queued; return the records not written."""
+        self._done.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(CLOSE_SECONDS)
+            if thread.is_alive():
+                log.error(
+                    "❌ %s: the run's record has waited over %gs; cutting its connection",
+                    STOPPED_ANSWERING.capitalize(),
+                    CLOSE_SECONDS,
+                )
+                self.writer.give_up_at = time.monotonic()
+                self.writer.cut()
+                thread.join(CLOSE_SECONDS)
+        self.writer.give_up_at = time.monotonic() + FINAL_SECONDS
+        if thread is not None and thread.is_alive():
+            self.pending.give_up(f"{STOPPED_ANSWERING} while they were written")
+        else:
+            self.pending.write(self.writer, final=True)
+        return self.pending.unrecorded
+
+    def finish(self, ending: Ending, counts: dict, concurrency_limit: int | None = None) -> None:
+        """Give the run's row its final status (the last write of the run)."""
+        self.writer.finish_run(ending, counts, concurrency_limit)
+
+    def release(self) -> None:
+        """Release the lock and close the record's connection; bounded."""
+        self._done.set()
+        self.lock.release()
+        self.writer.close()
