@@ -89,9 +89,7 @@ class RunWriter:
 
     def _once(self, action: Callable) -> object:
         if self._conn is None or self._conn.closed:
-            self._conn = db.connect(
-                self.url, application_name="analytics-refresh", deadline=self.deadline
-            )
+            self._conn = self._connect()
             self._timeout = db.STATEMENT_SECONDS
         self._bound()
         with bounded(self._conn, self._timeout) as cutoff:
@@ -105,6 +103,21 @@ class RunWriter:
                         hint="check the database server and the network path to it",
                     ) from exc
                 raise
+
+    def _connect(self):
+        if self.give_up_at is None:
+            return db.connect(
+                self.url, application_name="analytics-refresh", deadline=self.deadline
+            )
+        left = self._left(db.CONNECT_TIMEOUT_SECONDS)
+        if left < 1:
+            raise DatabaseError(f"{STOPPED_ANSWERING}: no time left to reconnect")
+        try:
+            return db.connect(
+                self.url, application_name="analytics-refresh", deadline=Deadline(left)
+            )
+        except db.DeadlineReached as exc:
+            raise DatabaseError(f"{STOPPED_ANSWERING}: {exc}") from exc
 
     def _left(self, wanted: float) -> float:
         """Return how long a wait may be, within ``give_up_at``."""
