@@ -266,7 +266,13 @@ class RunClaim:
         if self.lock.still_held():
             self._confirmed_at = time.monotonic()
             return True
-        self._lose(LOCK_LOST)
+        if self.lock.silent:
+            self._lose(
+                f"{STOPPED_ANSWERING}: the run lock's session did not answer its check, so "
+                "another run could start; exclusivity cannot be guaranteed"
+            )
+        else:
+            self._lose(LOCK_LOST)
         return False
 
     def _lose(self, why: str) -> None:
@@ -302,7 +308,9 @@ class RunClaim:
         self._done.set()
         thread = self._thread
         if thread is not None:
-            thread.join(CLOSE_SECONDS)
+            # A database known to be silent gets no more time: cut at once.
+            silent = self.lost is not None and self.lost.startswith(STOPPED_ANSWERING)
+            thread.join(0.5 if silent else CLOSE_SECONDS)
             if thread.is_alive():
                 log.error(
                     "❌ %s: the run's record has waited over %gs; cutting its connection",
@@ -326,5 +334,7 @@ class RunClaim:
     def release(self) -> None:
         """Release the lock and close the record's connection; bounded."""
         self._done.set()
+        if self.lost is not None:
+            self.lock.cut()  # nothing to release on a lost session: end it, do not wait
         self.lock.release()
         self.writer.close()

@@ -57,6 +57,7 @@ class RunLock:
         self.shard = shard
         self.conn = None
         self.backend_pid: int | None = None  # the lock session's server process
+        self.silent = False  # the lock was lost because the database stopped answering
         self._held = False
         self._mutex = threading.Lock()
 
@@ -99,13 +100,21 @@ class RunLock:
             if not self._held or self.conn is None or self.conn.closed:
                 self._held = False
                 return False
-            try:
-                with bounded(self.conn, CHECK_SECONDS), self.conn.cursor() as cur:
-                    cur.execute("SELECT 1")
-            except psycopg2.Error:
-                self._held = False
-                return False
+            with bounded(self.conn, CHECK_SECONDS) as cutoff:
+                try:
+                    with self.conn.cursor() as cur:
+                        cur.execute("SELECT 1")
+                except psycopg2.Error:
+                    self._held = False
+                    self.silent = cutoff.fired
+                    return False
             return True
+
+    def cut(self) -> None:
+        """Shut the lock session's socket: its locks end with it, and nothing waits."""
+        if self.conn is not None:
+            cut(self.conn)
+        self._held = False
 
     def release(self) -> None:
         """Release every lock and close the session; bounded, as a check may be waiting."""
