@@ -6,9 +6,8 @@ session lives, but a database restart or a failover drops the session and the lo
 it while the first run may still have requests in flight. So the rows left ``running``
 are judged by their lease (``heartbeat_at``), each by the length its own run promised to
 renew within (``lease_seconds``): fresh, the new run does nothing; expired, or whose pid is
-gone from this host, it is marked ``abandoned``. A session left holding the lock by a host
-that vanished (no FIN, so the server keeps it for hours) is ended once its run's lease has
-expired, where this run's role may; else the run says why it cannot and what to set.
+gone from this host, it is marked ``abandoned`` (lease.py). A session left holding the lock
+by a host that vanished is ended once its run's lease has expired (takeover.py).
 
 While the run goes, ``keep()`` runs one thread that writes finished jobs' records, renews
 the lease and checks the lock; nothing else waits on the database for it. The ground is
@@ -19,20 +18,19 @@ its own scope and lease.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from pathlib import Path
 
-from . import statements as sql
 from .clock import Deadline
-from .errors import LockHeld, RefreshError, first_line
+from .errors import LockHeld, first_line
+from .lease import is_alive, lease_seconds, machine_id
 from .lock import RunLock
-from .outcome import Ending, JobRecord, OtherRun, RunFacts, decide
+from .outcome import Ending, JobRecord, RunFacts, decide
 from .pending import PendingRecords
 from .plan import Job
 from .settings import Settings
 from .stop import StopRequest
+from .takeover import take_over
 from .writes import STOPPED_ANSWERING, RunWriter
 
 log = logging.getLogger(__name__)
@@ -40,9 +38,6 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.2
 LOCK_CHECK_SECONDS = 1.0
 RENEW_SECONDS = 5.0
-# Past the longest request a run may have in flight, the lease holds this much longer:
-# six missed renewals, room for a database restart or a failover's switch.
-LEASE_GRACE_SECONDS = 30.0
 # A lock not confirmed for this long (the database stopped answering the claim's thread)
 # is treated as lost: no new job starts on a ground that may no longer be this run's.
 CONFIRM_SECONDS = 20.0
@@ -50,42 +45,10 @@ CONFIRM_SECONDS = 20.0
 # long the final writes (the last records, the run's end) may take after that, in all.
 CLOSE_SECONDS = 5.0
 FINAL_SECONDS = 10.0
-# How long to wait for a stale session's server process to exit once ended.
-TAKE_OVER_SECONDS = 5.0
 LOCK_LOST = (
     "the database session holding the run lock was lost, so another run could start; "
     "exclusivity cannot be guaranteed"
 )
-
-
-def lease_seconds(settings: Settings) -> float:
-    """The lease a run promises to renew within: longer than any request it may have in
-    flight (REFRESH_TIMEOUT) plus its stop, so a run cut off from the database for a while
-    is never taken for dead while it can still send."""
-    return max(LEASE_GRACE_SECONDS, settings.timeout + LEASE_GRACE_SECONDS)
-
-
-def machine_id() -> str:
-    """This boot and pid namespace (Linux), or '' where they cannot be told."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        return ""
-
-
-def is_alive(other: OtherRun, host: str, default_lease: float) -> bool:
-    """Whether another run may still be sending: its pid here, else its own lease."""
-    # The pid says "gone" only where it means the same process: the same host name can be
-    # another container or machine, so the boot and the pid namespace must match too.
-    if other.host == host and other.pid and other.machine and other.machine == machine_id():
-        try:
-            os.kill(other.pid, 0)
-        except ProcessLookupError:
-            return False  # no such process in this pid namespace: gone, whatever its lease
-        except PermissionError:
-            pass  # a process of another user has that pid: judge by the lease
-    return other.lease_age < (other.lease_seconds or default_lease)
 
 
 class RunClaim:
@@ -123,7 +86,7 @@ class RunClaim:
         """
         where = f" for shard {self.settings.shard}" if self.settings.shard else ""
         if not self.lock.acquire():
-            refused = self._take_over()
+            refused = take_over(self.writer, self.lock, self.lease)
             if refused is not None:
                 self._skip("another refresh run holds the lock" + refused)
                 raise LockHeld(
@@ -157,74 +120,6 @@ class RunClaim:
     def _skip(self, note: str) -> None:
         ending = decide(RunFacts(error_code=LockHeld.exit_code, error_note=note))
         self.writer.insert_run("skipped", ending=ending)
-
-    def _take_over(self) -> str | None:
-        """End the sessions of runs whose lease expired but which still hold a lock, then
-        take the lock; return None on success, else why not (to follow "holds the lock")."""
-        stale = [
-            other
-            for other in self.writer.running_elsewhere(sql.LOCK_HOLDERS)
-            if not is_alive(other, self.writer.host, self.lease)
-        ]
-        if not stale:
-            return ""
-        refusals = [why for why in map(self._end_session, stale) if why]
-        if len(refusals) < len(stale) and self._wait_for_lock():
-            return None
-        return "".join(refusals) or "; its session outlived its lease and could not be ended"
-
-    def _end_session(self, other: OtherRun) -> str:
-        """End a stale run's lock session; return '' or why it could not be ended."""
-        pid = other.lock_pid
-        promised = other.lease_seconds or self.lease
-        what = (
-            f"; {other} stopped renewing its lease {other.lease_age:.0f}s ago (it promised "
-            f"{promised:.0f}s), but its database session (server pid {pid}) still holds "
-            "the lock, as after its host vanished"
-        )
-        try:
-            ended = self.writer.query(sql.TERMINATE, (pid,))[0][0]
-        except RefreshError as exc:
-            return what + self._why_not(pid, first_line(exc))
-        if ended is False:
-            return ""  # it exited meanwhile: the lock is free
-        log.warning(
-            "⚠️ Ended the database session (server pid %s) of %s, whose lease expired %.0fs "
-            "ago (it promised %.0fs) but which still held the lock, as after its host "
-            "vanished; this run takes over",
-            pid,
-            other,
-            other.lease_age,
-            promised,
-        )
-        return ""
-
-    def _why_not(self, pid: int | None, error: str) -> str:
-        try:
-            me, owner, owner_super, *_ = self.writer.query(sql.SESSION_ROLES, (pid,))[0]
-        except (RefreshError, IndexError):
-            return f"; ending it failed: {error}"
-        if owner_super:
-            fix = (
-                f"a superuser must end it (SELECT pg_terminate_backend({pid})), or set the "
-                "server's tcp_keepalives_idle or tcp_user_timeout so that it notices dead "
-                "peers sooner"
-            )
-        else:
-            fix = (
-                f"GRANT pg_signal_backend TO {me} (or run every runner as role {owner}), "
-                f"or end it by hand: SELECT pg_terminate_backend({pid})"
-            )
-        return f"; role {me} may not end a session of role {owner} ({error}): {fix}"
-
-    def _wait_for_lock(self) -> bool:
-        until = time.monotonic() + TAKE_OVER_SECONDS
-        while True:
-            if self.lock.acquire():
-                return True
-            if time.monotonic() > until:
-                return False
-            time.sleep(0.1)
 
     # -- while the run goes ---------------------------------------------------------------
     def keep(self) -> RunClaim:

@@ -34,7 +34,8 @@ PUSH_TIMEOUT_SECONDS = 5.0
 
 
 def shard_label(settings: Settings) -> str:
-    return str(settings.shard) if settings.shard else "none"
+    """The run's shard as a label: the history's, or "none" (a label cannot be empty)."""
+    return settings.shard_label or "none"
 
 
 def metrics_path(settings: Settings) -> Path | None:

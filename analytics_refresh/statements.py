@@ -84,10 +84,7 @@ LOCK_HOLDERS = """
 # Who this run connects as, and who owns a session: what pg_terminate_backend allows.
 SESSION_ROLES = """
     SELECT current_user::text, a.usename::text,
-           (SELECT rolsuper FROM pg_roles WHERE rolname = a.usename),
-           pg_has_role(current_user, 'pg_signal_backend', 'MEMBER'),
-           pg_has_role(current_user, a.usename, 'MEMBER'),
-           (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+           (SELECT rolsuper FROM pg_roles WHERE rolname = a.usename)
     FROM pg_stat_activity AS a WHERE a.pid = %s
 """
 TERMINATE = "SELECT pg_terminate_backend(%s)"
