@@ -160,7 +160,7 @@ def _record_failure(claim: RunClaim, exc: BaseException, settings: Settings) -> 
     try:
         claim.stop_keeping()
         claim.finish(ending, _counts(Counter()))
-    except Exception as error:
+    except Exception as error:  # a bug on the way out: the row is left to the next run
         log.error(
             "❌ Could not record the end of run %s (%s); the next run will mark it abandoned",
             claim.run_id,
