@@ -160,6 +160,8 @@ class RunFacts:
     # What ended the run early, if not 0: its exit code (errors.exit_code) and message.
     error_code: int | None = None
     error_note: str | None = None
+    # Jobs that succeeded but whose cache row was not rewritten (the manual run checks).
+    stale_caches: int = 0
 
 
 def decide(facts: RunFacts) -> Ending:
@@ -170,7 +172,8 @@ def decide(facts: RunFacts) -> Ending:
     4: the record is incomplete); a lost lock (interrupted, 6, even with every job
     started); a stop that kept a job from starting or retrying, or a job not attempted
     (interrupted, 6); a failed job (partial when another succeeded or was skipped, else
-    failed; 1); else succeeded (0), no jobs included.
+    failed; 1); a succeeded job whose cache row was not rewritten (1, the run's status
+    unchanged); else succeeded (0), no jobs included.
     """
     counts = Counter(facts.counts)
     if facts.error_code:
@@ -190,6 +193,9 @@ def decide(facts: RunFacts) -> Ending:
     if counts["failed"]:
         done = counts["succeeded"] + counts["skipped"]
         return Ending("partial" if done else "failed", 1, facts.stop_reason)
+    if facts.stale_caches:
+        note = f"{facts.stale_caches} jobs succeeded but their cache row is older than the run"
+        return Ending("succeeded", 1, note)
     return Ending("succeeded", 0, facts.stop_reason)
 
 
@@ -207,6 +213,7 @@ class RunResult:
     finished_at: float = 0.0
     retries: int = 0
     changes: Counter = field(default_factory=Counter)  # changed | unchanged | due jobs
+    facts: RunFacts | None = None  # what decided its end, for a caller that learns more
 
     @classmethod
     def ended(cls, run_id: str | None, ending: Ending, **kwargs) -> RunResult:

@@ -106,15 +106,14 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
 
     counts = Counter(r.status for r in run.records)
     counts["not_attempted"] += not_started
-    ending = decide(
-        RunFacts(
-            counts=counts,
-            stop_reason=stop.reason,
-            cut_short=not_started > 0 or run.cut_short > 0,
-            lock_lost=claim.lost is not None,
-            unrecorded=unrecorded,
-        )
+    facts = RunFacts(
+        counts=counts,
+        stop_reason=stop.reason,
+        cut_short=not_started > 0 or run.cut_short > 0,
+        lock_lost=claim.lost is not None,
+        unrecorded=unrecorded,
     )
+    ending = decide(facts)
     if unrecorded:
         log.error("❌ %s: the record of this run is incomplete (exit 4)", ending.note)
     if not_started:
@@ -141,6 +140,7 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
         finished_at=time.time(),
         retries=run.retries,
         changes=Counter(schedule.kinds.values()),
+        facts=facts,
     )
 
 

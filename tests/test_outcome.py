@@ -13,6 +13,7 @@ from tests.runs import ALICE, BOB
 SIGTERM = "received SIGTERM"
 DEADLINE = "deadline of 20s reached"
 LOST = "the database session holding the run lock was lost"
+UNWRITTEN = "1 job records could not be written to refresh_jobs"
 
 # (facts, status, exit code, note): every input alone, and each pair that competes.
 TABLE = [
@@ -74,6 +75,15 @@ TABLE = [
         SIGTERM,
     ),
     (RunFacts(counts={"failed": 1}, error_code=0), "failed", 1, None),  # 0 is no error
+    # the manual run's cache check: a succeeded run whose cache rows were not rewritten
+    (
+        RunFacts(counts={"succeeded": 2}, stale_caches=1),
+        "succeeded",
+        1,
+        "1 jobs succeeded but their cache row is older than the run",
+    ),
+    (RunFacts(counts={"succeeded": 1, "failed": 1}, stale_caches=1), "partial", 1, None),
+    (RunFacts(counts={"succeeded": 1}, stale_caches=1, unrecorded=1), "failed", 4, UNWRITTEN),
 ]
 
 
