@@ -154,3 +154,32 @@ def test_main_a_record_the_database_refuses_fails_the_run_with_4(run_env, db, ba
         rows = dict(cur.fetchall())
     assert rows == {ALICE: "succeeded", BOB: "not_attempted"}
     assert any("record of this run is incomplete (exit 4)" in line for line in log_lines(env))
+
+
+def test_token_status_and_check_do_not_load_the_run(run_env, tmp_path):
+    """The process wrapper and the metrics ask outcome.py, so the commands that do not run
+    never import the run's modules (a broken run stack cannot break `token` or `status`)."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from analytics_refresh.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "run = ('runner', 'jobs', 'claim', 'writes', 'pending', 'takeover', 'concurrency')\n"
+        "loaded = [m for m in run if 'analytics_refresh.' + m in sys.modules]\n"
+        "print(code, ','.join(loaded) or '-')\n"
+    )
+    env = {**os.environ, **run_env}
+    for argv in (["token", ALICE], ["status"], ["check"]):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *argv],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        last = done.stdout.strip().splitlines()[-1]
+        assert last.split(" ", 1)[1] == "-", (argv, last, done.stderr[-500:])
