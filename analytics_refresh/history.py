@@ -22,7 +22,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extras
 
-from . import db
+from . import db, dbwatch
 from . import statements as sql
 from .clock import Deadline
 from .errors import DatabaseError, RefreshError, first_line
@@ -147,6 +147,14 @@ class History:
                 except (psycopg2.OperationalError, psycopg2.InterfaceError, DatabaseError) as exc:
                     if isinstance(exc, psycopg2.errors.QueryCanceled):
                         raise db.translate(exc, self.url, self.deadline) from exc
+                    if isinstance(exc, db.DatabaseStoppedAnswering | dbwatch.DatabaseSilent):
+                        # Reconnecting to a server that stopped answering costs seconds.
+                        if self._conn is not None:
+                            self._conn.close()
+                        self._conn = None
+                        if isinstance(exc, RefreshError):
+                            raise
+                        raise db.translate(exc, self.url) from exc
                     # Every statement here is idempotent, so repeating one is safe.
                     if self._conn is not None:
                         self._conn.close()

@@ -24,6 +24,9 @@ from .db import boundary, connect
 from .settings import Shard
 
 CHECK_INTERVAL_SECONDS = 1.0
+# The lock's statements are instant; one that takes longer means the database stopped
+# answering, and the run should know within seconds, not when its deadline comes.
+STATEMENT_SECONDS = 5.0
 # The first half of the two-key advisory locks that say which shard count is running.
 LAYOUT_CLASS = 0x41524653
 
@@ -61,7 +64,10 @@ class RunLock:
 
     def acquire(self) -> bool:
         self.conn = connect(
-            self.url, application_name="analytics-refresh lock", deadline=self.deadline
+            self.url,
+            application_name="analytics-refresh lock",
+            deadline=self.deadline,
+            statement_ceiling=STATEMENT_SECONDS,
         )
         with boundary(self.url), self.conn.cursor() as cur:
             self._held = self._try(cur)
