@@ -333,3 +333,21 @@ def test_the_first_run_past_midnight_refreshes_every_key_and_none_before(
     moved_clock(midnight + dt.timedelta(seconds=40))
     assert main(["run"], env) == 0
     assert latest_run(db)["jobs_unchanged"] == 7
+
+
+def test_the_metrics_tell_requests_from_skips(run_env, api_factory, shops, db, tmp_path):
+    env = aware_env(run_env, api_factory(CACHE_TTL="5400"), METRICS_FILE=str(tmp_path / "m.prom"))
+    assert main(["run"], env) == 0
+    first = metric(tmp_path / "m.prom", "last_request_success_timestamp_seconds")
+    assert abs(metric(tmp_path / "m.prom", "copy_lifetime_seconds") - 5400) < 5
+    time.sleep(1.1)
+    assert main(["run"], env) == 0  # every key skipped: no request succeeded since
+    assert metric(tmp_path / "m.prom", "last_request_success_timestamp_seconds") == first
+    assert metric(tmp_path / "m.prom", "last_run_change_jobs", 'kind="unchanged"') == 7
+
+
+def metric(path: Path, name: str, label: str = "") -> float:
+    for line in path.read_text().splitlines():
+        if line.startswith(f"analytics_refresh_{name}{{") and label in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in the metrics file")
