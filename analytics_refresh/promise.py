@@ -22,6 +22,21 @@ from dataclasses import dataclass
 from datetime import datetime
 
 MODES = ("classic", "change-aware", "listener")
+# For `status --help`, which is built before any setting is read.
+HELP = """\
+the promise of each mode:
+  classic       every key is refreshed every run: no dashboard is older than the
+                interval (REFRESH_INTERVAL_MINUTES) + a run, 2 h + 30 min by default
+  change-aware  (REFRESH_CHANGE_SQL) a change is on its dashboard within the interval
+                + a run; an unchanged key's copy is refreshed before its declared expiry,
+                and an expired copy counts as stale whatever its age; no dashboard is
+                older than REFRESH_MAX_AGE_MINUTES + the interval + a run
+  listener      (analytics-refresh listen) a change is on its dashboard within
+                REFRESH_MAX_DELAY_SECONDS + one refresh; otherwise as change-aware
+a run: a quarter of the interval, or REFRESH_DEADLINE when that is shorter.
+A key's age counts from when it was last known current: its last refresh, or the start
+of a later change-aware run that found its data unchanged (never past its copy's expiry).
+"""
 RUN_SHARE = 0.25  # of the interval, allowed to one run in the promise
 DEFAULT_MAX_DELAY_SECONDS = 60.0
 

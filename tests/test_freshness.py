@@ -351,3 +351,10 @@ def metric(path: Path, name: str, label: str = "") -> float:
         if line.startswith(f"analytics_refresh_{name}{{") and label in line:
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in the metrics file")
+
+
+def test_status_help_states_the_promise_of_each_mode(capsys):
+    assert main(["status", "--help"], {}) == 0
+    text = capsys.readouterr().out
+    for words in ("classic", "change-aware", "listener", "before its declared expiry"):
+        assert words in text
