@@ -201,7 +201,8 @@ RECENT_RUN_SECONDS = """
 """
 RECENT_RUNS = """
     SELECT run_id::text, trigger, host, shard, started_at, finished_at, status, exit_code,
-           jobs_total, jobs_succeeded, jobs_failed, jobs_not_attempted, jobs_skipped, note
+           jobs_total, jobs_succeeded, jobs_failed, jobs_not_attempted, jobs_skipped, note,
+           jobs_unchanged, checked_changes
     FROM refresh_runs
     ORDER BY started_at DESC
     LIMIT %s
