@@ -74,7 +74,8 @@ def main(argv=None, environ=None) -> int:
 
 def _configure(settings: Settings, args) -> Settings:
     settings = apply_run_options(settings, args)
-    return settings if args.trigger else settings.replace(trigger="manual")
+    # A person started it: not a scheduled run, even when its input is not a terminal.
+    return settings if args.trigger else settings.replace(trigger="manual", scheduled=False)
 
 
 def _run(args, settings: Settings, proc: Process) -> int:

@@ -110,7 +110,9 @@ def default_trigger() -> str:
 
 def apply_run_options(settings: Settings, args: argparse.Namespace) -> Settings:
     """Return ``settings`` with the command line's run options on top."""
-    changes: dict = {"trigger": args.trigger or default_trigger()}
+    trigger = args.trigger or default_trigger()
+    # A scheduled run is a deployment: it never falls back to the embedded database.
+    changes: dict = {"trigger": trigger, "scheduled": trigger == "cron"}
     if args.client:
         changes["clients"] = tuple(dict.fromkeys(args.client))
     if args.platform:
