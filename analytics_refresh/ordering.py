@@ -43,6 +43,8 @@ class Schedule:
     expected: dict[Job, float] = field(default_factory=dict)  # seconds, jobs with history
     change_keys: dict[Job, str] = field(default_factory=dict)  # the data's key at planning
     kinds: dict[Job, str] = field(default_factory=dict)  # changed | unchanged | due
+    # Why the configured change query could not be used (every job then runs), or None.
+    change_error: str | None = None
 
 
 def schedule(
@@ -113,9 +115,18 @@ def decide(conn, settings: Settings, plan: Plan, deadline: Deadline) -> Schedule
         return Schedule()
     states = records.key_states(conn)
     now = records.database_now(conn)
-    decision = _changes(conn, settings, plan, states, now, deadline)
+    try:
+        decision = _changes(conn, settings, plan, states, now, deadline)
+        error = None
+    except changes.ChangeQueryError as exc:
+        log.warning(
+            "⚠️ REFRESH_CHANGE_SQL could not be used (%s): every job is refreshed this run",
+            exc,
+        )
+        decision, error = None, str(exc)
     jobs = plan.jobs if decision is None else decision.run
     result = schedule(jobs, states, skip_fresh_minutes=settings.skip_fresh_minutes, now=now)
+    result.change_error = error
     if decision is not None:
         result.skipped = decision.skipped + result.skipped
         result.kinds, result.change_keys = decision.kinds, decision.keys
@@ -123,17 +134,12 @@ def decide(conn, settings: Settings, plan: Plan, deadline: Deadline) -> Schedule
 
 
 def _changes(conn, settings, plan, states, now, deadline) -> changes.Decision | None:
-    """Decide by the change query when one is configured; None: refresh every job."""
+    """Decide by the change query when one is configured; None: refresh every job.
+
+    Raises ChangeQueryError when the query cannot be used."""
     if not settings.change_sql:
         return None
-    try:
-        keys = changes.read_keys(conn, settings.change_sql, deadline)
-    except changes.ChangeQueryError as exc:
-        log.warning(
-            "⚠️ REFRESH_CHANGE_SQL could not be used (%s): every job is refreshed this run",
-            exc,
-        )
-        return None
+    keys = changes.read_keys(conn, settings.change_sql, deadline)
     decision = changes.decide(
         plan.jobs,
         states,

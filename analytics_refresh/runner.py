@@ -52,6 +52,8 @@ class RunResult:
     finished_at: float = 0.0
     retries: int = 0
     changes: Counter = field(default_factory=Counter)  # changed | unchanged | due jobs
+    # Why the configured change query failed (the run then refreshed every job), or None.
+    change_error: str | None = None
 
 
 @dataclass
@@ -239,6 +241,8 @@ def _run_jobs(ctx: RunContext) -> RunResult:
     cut_short = not_started > 0 or run.cut_short > 0
     status, code = outcome(counts, stopped=stop.is_set() and cut_short)
     note = stop.reason if stop.is_set() else None
+    if note is None and schedule.change_error:
+        note = f"the change query failed ({schedule.change_error}): every job was refreshed"
     if keeper.lock_lost:
         # Exclusivity is gone: the run is incomplete even if every job had started.
         status, code = "interrupted", Interrupted.exit_code
@@ -272,6 +276,7 @@ def _run_jobs(ctx: RunContext) -> RunResult:
         time.time(),
         run.retries,
         Counter(schedule.kinds.values()),
+        schedule.change_error,
     )
 
 

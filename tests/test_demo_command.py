@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import psycopg2.extensions
+
 from analytics_refresh.cli import main
 from tests.conftest import log_lines
+
+
+def dbname(url: str) -> str:
+    return psycopg2.extensions.parse_dsn(url)["dbname"]
 
 
 def results(env) -> list[str]:
@@ -15,6 +21,7 @@ def test_demo_runs_end_to_end_and_its_second_run_refreshes_only_what_changed(
 ):
     env = {"DATABASE_URL": db_url, "LOG_DIR": str(tmp_path / "logs")}  # no secret: demo makes one
     args = ["demo", "--clients", "3", "--skus", "20", "--orders-per-day", "10"]
+    args += ["--database", dbname(db_url)]
     assert main(args, env) == 0
     out = capsys.readouterr().out
     assert "Reference dashboard API on http://127.0.0.1:" in out
