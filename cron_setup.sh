@@ -24,6 +24,9 @@ Usage: $0 [--print | --uninstall] [--schedule EXPR] [--user USER]
 Installs one crontab line that runs $ENTRY from this project directory
 with the project's .venv Python, every two hours ('$DEFAULT_SCHEDULE').
 Running it again replaces that line; every other line of the crontab is kept as it is.
+The line sets REFRESH_INTERVAL_MINUTES to the schedule's interval. A schedule shorter than
+two hours is meant for change-aware refresh: set REFRESH_CHANGE_SQL_FILE in .env first,
+or every run refreshes every key (the installer warns).
 
   --print          show the line that would be installed, change nothing
   --uninstall      remove the line (only this project's), change nothing else
@@ -171,8 +174,6 @@ list_cmd="crontab${target_user:+ -u $target_user} -l"
 
 # The marker names the project directory, so two checkouts keep a line each.
 marker="$MARKER_TAG $(cron_escape "$project_dir")"
-command_part="cd $(sh_quote "$project_dir") && $(sh_quote "$python") $ENTRY >>logs/cron_output.log 2>&1"
-line="$schedule $(cron_escape "$command_part") $marker"
 
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/cron_setup.XXXXXX")
 trap 'rm -rf "$workdir"' EXIT
@@ -203,6 +204,14 @@ fi
 [ -f "$project_dir/.env" ] || fail 1 "there is no $project_dir/.env with the settings" \
   "cd $(sh_quote "$project_dir") && cp .env.example .env, then set DATABASE_URL, API_SECRET_KEY and ANALYTICS_API_URL in it"
 
+# The schedule's interval goes into the line: the freshness promise, the deadline and the
+# change detection of the runs it starts are judged by it. The same step warns (stderr)
+# when a short schedule has no change query: every run would refresh every key.
+interval=$(cd "$project_dir" && "$python" -m analytics_refresh.schedule "$schedule") ||
+  fail 2 "--schedule '$schedule': cannot tell how often it runs" "e.g. --schedule '*/10 * * * *'"
+command_part="export REFRESH_INTERVAL_MINUTES=$interval && cd $(sh_quote "$project_dir") && $(sh_quote "$python") $ENTRY >>logs/cron_output.log 2>&1"
+line="$schedule $(cron_escape "$command_part") $marker"
+
 if [ "$mode" = print ]; then
   printf '%s\n' "$line"
   exit 0
@@ -222,6 +231,7 @@ write_crontab "$workdir/new"
 echo "Installed in $crontab_owner's crontab:"
 echo "  $line"
 echo "It runs at '$schedule' in this machine's time zone, now $(date +%Z) (UTC is recommended)."
+echo "Its runs get REFRESH_INTERVAL_MINUTES=$interval (the longest gap between two runs)."
 echo "See it:        $list_cmd"
 echo "Its log:       tail -f $(sh_quote "$project_dir/logs/analytics_refresh_cron.log")"
 echo "Run it now:    cd $(sh_quote "$project_dir") && .venv/bin/python $ENTRY"
