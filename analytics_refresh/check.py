@@ -362,9 +362,11 @@ def network_reason(exc: requests.RequestException) -> str:
 
 def unreachable_fix(settings: Settings) -> str:
     return (
-        f"start the dashboard API (`analytics-refresh serve`, or gunicorn "
-        f"'dashboard_api:create_app()') or correct ANALYTICS_API_URL (now {settings.api_url}); "
-        "for HTTPS with a private CA set REFRESH_CA_BUNDLE"
+        f"nothing answers at ANALYTICS_API_URL (now {settings.api_url}): start the dashboard "
+        "API there (`analytics-refresh serve` and `gunicorn --config "
+        "python:dashboard_api.gunicorn_config 'dashboard_api:create_app()'` both listen on "
+        "port 5000), or set ANALYTICS_API_URL to where it listens; for HTTPS with a private "
+        "CA set REFRESH_CA_BUNDLE"
     )
 
 

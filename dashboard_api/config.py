@@ -169,7 +169,7 @@ def load(values: Mapping[str, Any]) -> Config:
 
 
 # -- the production server (dashboard_api/gunicorn_config.py) -------------------------------
-DEFAULT_PORT = 8000
+DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 2
 
 
