@@ -25,7 +25,7 @@ from . import db
 from . import statements as sql
 from .check import ENDPOINT, Preflight, invalid_settings
 from .console import output_console, print_check, print_check_summary
-from .errors import ConfigError, LockHeld, first_line
+from .errors import ConfigError, first_line
 from .history import JobRecord
 from .logs import LOGGER_NAME, PlainFormatter, RedactFilter, setup_logging
 from .options import Parser, add_run_options, apply_run_options
@@ -123,11 +123,9 @@ class ManualRun:
             style="bold",
             soft_wrap=True,
         )
-        try:
-            result = self.refresh(len(preflight.jobs))
-        except LockHeld:
-            self.console.print("Another run holds the lock: this one did nothing (exit 5).")
-            raise
+        # A held lock (LockHeld, exit 5) is said once, by process.execute, on stderr and in
+        # the log: a line of its own here would say it twice.
+        result = self.refresh(len(preflight.jobs))
         if self.settings.dry_run:
             self.console.print(f"Dry run: {result.counts['planned']} jobs planned, none called.")
             return result.exit_code
