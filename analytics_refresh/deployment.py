@@ -101,17 +101,31 @@ def default_deadline(interval_minutes: float) -> float:
     return round(interval_minutes * 60 * DEADLINE_SHARE, 1)
 
 
-def schedule_warnings(deadline: float, interval_minutes: float) -> tuple[str, ...]:
-    """Return what in the settings does not fit the schedule's interval."""
+def schedule_warnings(
+    deadline: float, interval_minutes: float, timeout: float = 300.0
+) -> tuple[str, ...]:
+    """Return what in the settings does not fit the schedule's interval: a deadline, or
+    the lease of a killed run (which holds the next runs off), longer than it."""
+    from .keeper import LEASE_TTL_SECONDS  # the lease's length: lease.lease_ttl
+
     interval = interval_minutes * 60
-    if deadline <= interval:
-        return ()
-    return (
-        f"REFRESH_DEADLINE={deadline:g} s is longer than the schedule's interval "
-        f"(REFRESH_INTERVAL_MINUTES={interval_minutes:g}, {interval:g} s): a run still going "
-        "when the next one starts makes that one exit 5; set REFRESH_DEADLINE to at most "
-        f"{default_deadline(interval_minutes):g}, or unset it to follow the interval",
-    )
+    found = []
+    if deadline > interval:
+        found.append(
+            f"REFRESH_DEADLINE={deadline:g} s is longer than the schedule's interval "
+            f"(REFRESH_INTERVAL_MINUTES={interval_minutes:g}, {interval:g} s): a run still "
+            "going when the next one starts makes that one exit 5; set REFRESH_DEADLINE to "
+            f"at most {default_deadline(interval_minutes):g}, or unset it to follow the interval"
+        )
+    lease = max(LEASE_TTL_SECONDS, timeout + LEASE_TTL_SECONDS)
+    if lease > interval:
+        found.append(
+            f"REFRESH_TIMEOUT={timeout:g} s makes a killed run's lease hold for {lease:g} s, "
+            f"longer than the schedule's interval ({interval:g} s): the next runs after a "
+            "crash exit 5 until it expires; set REFRESH_TIMEOUT to at most "
+            f"{max(1.0, interval - LEASE_TTL_SECONDS):g}"
+        )
+    return tuple(found)
 
 
 def change_query_warning(interval_minutes: float, change_sql: str | None) -> str | None:

@@ -243,7 +243,9 @@ class Settings:
         short = deployment.change_query_warning(interval, values["change_sql"])
         values["warnings"] = (
             names.warnings_for(found, where)
-            + deployment.schedule_warnings(values["deadline"], interval)
+            + deployment.schedule_warnings(
+                values["deadline"], interval, values.get("timeout", cls.timeout)
+            )
             + ((short,) if short else ())
         )
         return cls(**values)

@@ -345,3 +345,11 @@ def test_db_seed_loads_the_sample_clients_for_a_real_api(user, empty_db_url, cap
     finally:
         conn.close()
     assert main(args) == 0  # idempotent
+
+
+def test_a_lease_longer_than_the_interval_is_a_warning(user, secret, capsys):
+    user.env(API_SECRET_KEY=secret, REFRESH_INTERVAL_MINUTES="5", REFRESH_CHANGE_SQL="SELECT 1")
+    assert main(["token", ALICE]) == 0
+    err = capsys.readouterr().err
+    assert "REFRESH_TIMEOUT=300 s makes a killed run's lease hold for 330 s" in err
+    assert "set REFRESH_TIMEOUT to at most 270" in err
