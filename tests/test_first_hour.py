@@ -353,3 +353,17 @@ def test_a_lease_longer_than_the_interval_is_a_warning(user, secret, capsys):
     err = capsys.readouterr().err
     assert "REFRESH_TIMEOUT=300 s makes a killed run's lease hold for 330 s" in err
     assert "set REFRESH_TIMEOUT to at most 270" in err
+
+
+def test_the_secret_and_its_file_set_together_are_an_error_for_runner_and_api(
+    user, secret, capsys, tmp_path
+):
+    from dashboard_api.config import ConfigError, from_environ
+
+    path = tmp_path / "secret"
+    path.write_text(secret)
+    user.env(API_SECRET_KEY=secret, API_SECRET_KEY_FILE=str(path))
+    assert main(["token", ALICE]) == 3
+    assert "API_SECRET_KEY (set in" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="API_SECRET_KEY and API_SECRET_KEY_FILE are both set"):
+        from_environ({"API_SECRET_KEY": secret, "API_SECRET_KEY_FILE": str(path)})
