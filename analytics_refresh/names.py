@@ -6,7 +6,9 @@ database. Any name is compared, not only those with the project's prefixes: ``DA
 and ``REFERSH_CONCURRENCY`` carry none. A name is a near-miss when it is the known one in
 another case, or one edit away (two for names of 10 characters or more), an edit being a
 letter added, dropped, changed or two letters swapped; that bound keeps unrelated variables
-of the machine (``TEST_DATABASE_URL``, ``LOGNAME``) out.
+of the machine (``TEST_DATABASE_URL``, ``LOGNAME``) out. In ``.env``, the project's own
+file, a known name without its prefix (``SECRET_KEY``, ``CONCURRENCY``) counts too; in the
+process environment it would be another program's (Django's ``SECRET_KEY``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 LONG_NAME = 10
 # A first, cheap filter before the edit distance is counted.
 SIMILARITY_CUTOFF = 0.75
+# A name from .env this long that is a known name without its prefix is taken for it.
+UNPREFIXED_LENGTH = 7
 
 
 def edits(a: str, b: str) -> int:
@@ -51,16 +55,32 @@ def near_miss(name: str, known: Collection[str]) -> str | None:
     return best[1] if best else None
 
 
+def unprefixed(name: str, known: Collection[str], prefixes: tuple[str, ...]) -> str | None:
+    """Return the known name that is ``name`` with one of ``prefixes`` put back
+    (``SECRET_KEY`` for ``API_SECRET_KEY``), or None. Short rests (``DIR``, ``URL``) are
+    too common a word to say anything."""
+    if len(name) < UNPREFIXED_LENGTH:
+        return None
+    upper = name.upper()
+    return next((p + upper for p in prefixes if p + upper in known), None)
+
+
 def misspelt(
-    environ: Iterable[str], known: Collection[str], prefixes: tuple[str, ...]
+    environ: Iterable[str],
+    known: Collection[str],
+    prefixes: tuple[str, ...],
+    dotenv: Collection[str] = (),
 ) -> dict[str, str | None]:
     """Return {unknown name: the known name it resembles, or None} for every name that is a
-    near-miss of a known one or carries one of ``prefixes``."""
+    near-miss of a known one or carries one of ``prefixes``; for names from ``.env``
+    (``dotenv``, the project's own file) also a known name without its prefix."""
     found: dict[str, str | None] = {}
     for name in sorted(environ):
         if name in known:
             continue
         close = near_miss(name, known)
+        if close is None and name in dotenv:
+            close = unprefixed(name, known, prefixes)
         if close is None and name.startswith(prefixes):
             guesses = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             close = guesses[0] if guesses else None

@@ -231,7 +231,7 @@ class Settings:
         values["journal"] = bool(env.text("JOURNAL_STREAM"))
         env.check_secret_length("API_SECRET_KEY", values["secret_key"])
         env.raise_problems()
-        found = names.misspelt(environ, KNOWN_VARIABLES, PREFIXES)
+        found = names.misspelt(environ, KNOWN_VARIABLES, PREFIXES, dotenv_names(environ))
         where = origin_of(environ)
         values["near_misses"] = tuple((k, v) for k, v in found.items() if v)
         values["database_origin"] = where("DATABASE_URL") if values["database_url"] else ""
@@ -281,8 +281,13 @@ def partial(environ: Mapping[str, str], name: str, default: Any = None) -> Any:
 def unknown_variables(environ: Mapping[str, str]) -> tuple[str, ...]:
     """Return a warning for each variable that is a near-miss of a known name or carries a
     project prefix the project does not know."""
-    found = names.misspelt(environ, KNOWN_VARIABLES, PREFIXES)
+    found = names.misspelt(environ, KNOWN_VARIABLES, PREFIXES, dotenv_names(environ))
     return names.warnings_for(found, origin_of(environ))
+
+
+def dotenv_names(environ: Mapping[str, str]) -> frozenset[str]:
+    """Return the names of ``environ`` that came from ``.env``."""
+    return getattr(environ, "dotenv_names", frozenset())
 
 
 def change_source(environ: Mapping[str, str], where: Callable[[str], str]) -> str:
@@ -295,7 +300,7 @@ def change_source(environ: Mapping[str, str], where: Callable[[str], str]) -> st
 
 def origin_of(environ: Mapping[str, str]) -> Callable[[str], str]:
     """Return a function naming where a variable of ``environ`` was set."""
-    from_file = getattr(environ, "dotenv_names", frozenset())
+    from_file = dotenv_names(environ)
     path = getattr(environ, "dotenv_path", None)
     return lambda name: str(path) if name in from_file else "the environment"
 

@@ -367,3 +367,26 @@ def test_the_secret_and_its_file_set_together_are_an_error_for_runner_and_api(
     assert "API_SECRET_KEY (set in" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="API_SECRET_KEY and API_SECRET_KEY_FILE are both set"):
         from_environ({"API_SECRET_KEY": secret, "API_SECRET_KEY_FILE": str(path)})
+
+
+@pytest.mark.parametrize(
+    ("wrong", "right"),
+    [
+        ("SECRET_KEY", "API_SECRET_KEY"),
+        ("CONCURRENCY", "REFRESH_CONCURRENCY"),
+        ("CHANGE_SQL_FILE", "REFRESH_CHANGE_SQL_FILE"),
+    ],
+)
+def test_a_name_without_its_prefix_in_dotenv_is_named_with_it(user, secret, capsys, wrong, right):
+    user.env(**{wrong: "x", "API_SECRET_KEY": secret})
+    assert main(["token", ALICE]) == 0
+    assert f"unknown variable {wrong} is ignored: did you mean {right}?" in capsys.readouterr().err
+
+
+def test_another_programs_secret_key_in_the_environment_is_left_alone(
+    user, secret, capsys, monkeypatch
+):
+    monkeypatch.setenv("SECRET_KEY", "django's")
+    user.env(API_SECRET_KEY=secret)
+    assert main(["token", ALICE]) == 0
+    assert "unknown variable" not in capsys.readouterr().err
