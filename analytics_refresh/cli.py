@@ -13,24 +13,17 @@ import api_key_auth
 
 from . import __version__
 from .errors import ConfigError
-from .options import Parser, add_run_options, apply_run_options, client_id, platforms
+from .options import (
+    Parser,
+    add_run_options,
+    add_sample_options,
+    apply_run_options,
+    client_id,
+    int_between,
+    platforms,
+)
 from .process import Command, execute, handle_signals
 from .settings import PLATFORMS, Settings, flag_type, number
-
-
-def _int_between(low: int, high: int):
-    """Return an argparse type accepting whole numbers from ``low`` to ``high``."""
-    import argparse
-
-    parse = number(int, low, high)
-
-    def parse_flag(text: str) -> int:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
-
-    return parse_flag
 
 
 def _positive_float(text: str) -> float:
@@ -85,7 +78,7 @@ def build_parser() -> Parser:
     )
     status.add_argument(
         "--runs",
-        type=_int_between(1, 10_000),
+        type=int_between(1, 10_000),
         default=10,
         metavar="N",
         help="how many recent runs to show (default 10)",
@@ -95,7 +88,7 @@ def build_parser() -> Parser:
     token.add_argument("client_id", type=client_id, metavar="CLIENT_ID")
     token.add_argument(
         "--ttl",
-        type=_int_between(1, api_key_auth.MAX_TTL_SECONDS),
+        type=int_between(1, api_key_auth.MAX_TTL_SECONDS),
         default=300,
         metavar="S",
         help="lifetime in seconds, at most 900 (default 300)",
@@ -131,7 +124,7 @@ def build_parser() -> Parser:
 
     serve = commands.add_parser("serve", help="the reference dashboard API (development)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_int_between(0, 65535), default=5000)
+    serve.add_argument("--port", type=int_between(0, 65535), default=5000)
 
     demo = commands.add_parser(
         "demo",
@@ -143,7 +136,7 @@ def build_parser() -> Parser:
     add_sample_options(demo)
     demo.add_argument(
         "--new-orders",
-        type=_int_between(1, 100_000),
+        type=int_between(1, 100_000),
         metavar="N",
         help="before the second run, add N new orders on each connected platform of the "
         "first demo client: that run refreshes that client's keys and skips the rest",
@@ -156,31 +149,6 @@ def build_parser() -> Parser:
         "refresh the demo clients too)",
     )
     return parser
-
-
-def add_sample_options(parser) -> None:
-    """Add the sizes of the sample data (demo and db seed)."""
-    parser.add_argument(
-        "--clients",
-        type=_int_between(1, 10_000),
-        default=4,
-        metavar="N",
-        help="demo clients; every fourth has only a disconnected credential (default 4)",
-    )
-    parser.add_argument(
-        "--skus",
-        type=_int_between(1, 100_000),
-        default=200,
-        metavar="N",
-        help="products per client and platform (default 200)",
-    )
-    parser.add_argument(
-        "--orders-per-day",
-        type=_int_between(1, 100_000),
-        default=60,
-        metavar="N",
-        help="orders per client, platform and day over the 90 days of history (default 60)",
-    )
 
 
 # -- commands ------------------------------------------------------------------------------

@@ -50,7 +50,13 @@ def run_demo(settings: Settings, args, proc) -> int:
     console = Console(highlight=False)
     secret = settings.secret_key or secrets.token_urlsafe(48)
     url = demo_database(settings, args.database, console)
-    console.print(f"[bold]1/5[/] Database: {db.describe(url)}")
+    where = (
+        f"{db.describe(url)}, named by --database"
+        if args.database
+        else f"the embedded PostgreSQL under {settings.data_dir / 'postgres'}, which the "
+        "demo creates"
+    )
+    console.print(f"[bold]1/5[/] Database: {where}", soft_wrap=True)
     with db.connection(url) as conn:
         db.init_schema(conn)
         init_api_schema(conn)
