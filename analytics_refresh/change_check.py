@@ -8,6 +8,7 @@ variable, with the reason PostgreSQL or the shape check gave.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 
@@ -16,6 +17,16 @@ from .plan import Job
 
 # A query slower than this share of its bound is a warning: it will not stay under it long.
 SLOW_SHARE = 0.5
+# What a query may begin with (SELECT, WITH ... SELECT, VALUES, TABLE).
+QUERY_KEYWORDS = ("SELECT", "WITH", "VALUES", "TABLE")
+COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+
+
+def first_keyword(query: str) -> str:
+    """Return the query's first word in capitals, past comments and parentheses."""
+    text = COMMENTS.sub(" ", query)
+    match = re.match(r"[\s(]*([A-Za-z]+)", text)
+    return match[1].upper() if match else "no statement"
 
 
 def change_query_result(conn, settings, jobs: Sequence[Job]) -> tuple[str, str, str | None]:
@@ -25,9 +36,13 @@ def change_query_result(conn, settings, jobs: Sequence[Job]) -> tuple[str, str, 
     try:
         keys = changes.read_keys(conn, settings.change_sql)
     except changes.ChangeQueryError as exc:
+        kind = first_keyword(settings.change_sql)
+        # PostgreSQL reports a DELETE inside the run's wrapping SELECT as a syntax error at
+        # some later word, which points at the wrong place: name the statement instead.
+        reason = f"expected one SELECT, got {kind} ({exc})" if kind not in QUERY_KEYWORDS else exc
         return (
             "fail",
-            f"{named}: {exc}; every run would refresh every key",
+            f"{named}: {reason}; every run would refresh every key",
             "correct the query: one read-only SELECT returning (client_id, platform, "
             "change_key) rows, e.g. dashboard_api/change_keys.sql for the reference schema",
         )

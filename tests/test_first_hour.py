@@ -180,7 +180,11 @@ def clients_db(db):
         ("SELECT 'x', 'shopify', 'k'", "client_id is not a UUID"),
         ("SELECT client_id, 'ebay', 'k' FROM client_api_credentials", "platform is not"),
         ("SELECT client_id, platform, 1 FROM no_such_table", "no_such_table"),
-        ("DELETE FROM client_api_credentials", "it failed"),
+        ("DELETE FROM client_api_credentials", "expected one SELECT, got DELETE"),
+        ("-- keys\n/* all */ UPDATE client_api_credentials SET status = 'x'", "got UPDATE"),
+        ("SELECT client_id, platform, max(updated_at) FROM order_lines", "it failed"),
+        ("SELECT client_id, 'shopify', 'k' FROM client_api_credentials", "a second row"),
+        ("SELECT 1; DELETE FROM client_api_credentials", "it failed"),
     ],
 )
 def test_a_broken_change_query_fails_check_naming_it(
