@@ -19,9 +19,9 @@ from .options import (
     add_sample_options,
     apply_run_options,
     client_id,
-    int_between,
     platforms,
 )
+from .options import int_between as _int_between
 from .process import Command, execute, handle_signals
 from .settings import PLATFORMS, Settings, flag_type, number
 
@@ -78,7 +78,7 @@ def build_parser() -> Parser:
     )
     status.add_argument(
         "--runs",
-        type=int_between(1, 10_000),
+        type=_int_between(1, 10_000),
         default=10,
         metavar="N",
         help="how many recent runs to show (default 10)",
@@ -88,7 +88,7 @@ def build_parser() -> Parser:
     token.add_argument("client_id", type=client_id, metavar="CLIENT_ID")
     token.add_argument(
         "--ttl",
-        type=int_between(1, api_key_auth.MAX_TTL_SECONDS),
+        type=_int_between(1, api_key_auth.MAX_TTL_SECONDS),
         default=300,
         metavar="S",
         help="lifetime in seconds, at most 900 (default 300)",
@@ -124,7 +124,7 @@ def build_parser() -> Parser:
 
     serve = commands.add_parser("serve", help="the reference dashboard API (development)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int_between(0, 65535), default=5000)
+    serve.add_argument("--port", type=_int_between(0, 65535), default=5000)
 
     demo = commands.add_parser(
         "demo",
@@ -136,7 +136,7 @@ def build_parser() -> Parser:
     add_sample_options(demo)
     demo.add_argument(
         "--new-orders",
-        type=int_between(1, 100_000),
+        type=_int_between(1, 100_000),
         metavar="N",
         help="before the second run, add N new orders on each connected platform of the "
         "first demo client: that run refreshes that client's keys and skips the rest",
