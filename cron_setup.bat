@@ -80,10 +80,13 @@ if not exist "!PROJECT_DIR!\.env" goto no_env
 rem The schedule's interval goes into the task's command: the runs' freshness promise and
 rem deadline follow it. A schedule shorter than two hours without a change query refreshes
 rem every key every run: the same step warns of it (and of a .env that says otherwise).
+rem Installing also sets it in .env, for the commands run by hand (/print changes nothing).
 set "INTERVAL=120"
 if defined EVERY set "INTERVAL=!EVERY!"
+set "WRITE_DOTENV=--write-dotenv"
+if "%MODE%"=="print" set "WRITE_DOTENV="
 pushd "!PROJECT_DIR!"
-"!PYTHON!" -m analytics_refresh.schedule --minutes !INTERVAL! >nul
+"!PYTHON!" -m analytics_refresh.schedule !WRITE_DOTENV! --minutes !INTERVAL! >nul
 popd
 
 rem The task's command. Inside /TR, \" is a literal quote (schtasks' own quoting rule);

@@ -24,7 +24,8 @@ Usage: $0 [--print | --uninstall] [--schedule EXPR] [--user USER]
 Installs one crontab line that runs $ENTRY from this project directory
 with the project's .venv Python, every two hours ('$DEFAULT_SCHEDULE').
 Running it again replaces that line; every other line of the crontab is kept as it is.
-The line sets REFRESH_INTERVAL_MINUTES to the schedule's interval. A schedule shorter than
+The line sets REFRESH_INTERVAL_MINUTES to the schedule's interval (and so does .env, where
+installing sets it too, for the commands you run by hand). A schedule shorter than
 two hours is meant for change-aware refresh: set REFRESH_CHANGE_SQL_FILE in .env first,
 or every run refreshes every key (the installer warns).
 
@@ -207,7 +208,13 @@ fi
 # The schedule's interval goes into the line: the freshness promise, the deadline and the
 # change detection of the runs it starts are judged by it. The same step warns (stderr)
 # when a short schedule has no change query: every run would refresh every key.
-interval=$(cd "$project_dir" && "$python" -m analytics_refresh.schedule "$schedule") ||
+# Installing also sets it in .env, so that check and status run by hand judge the same
+# schedule (--print changes nothing).
+write_dotenv=--write-dotenv
+if [ "$mode" = print ]; then
+  write_dotenv=
+fi
+interval=$(cd "$project_dir" && "$python" -m analytics_refresh.schedule ${write_dotenv:+"$write_dotenv"} "$schedule") ||
   fail 2 "--schedule '$schedule': cannot tell how often it runs" "e.g. --schedule '*/10 * * * *'"
 command_part="export REFRESH_INTERVAL_MINUTES=$interval && cd $(sh_quote "$project_dir") && $(sh_quote "$python") $ENTRY >>logs/cron_output.log 2>&1"
 line="$schedule $(cron_escape "$command_part") $marker"

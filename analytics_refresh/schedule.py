@@ -2,6 +2,7 @@
 
     python -m analytics_refresh.schedule '*/10 * * * *'    # a crontab expression
     python -m analytics_refresh.schedule --minutes 10       # every N minutes (Task Scheduler)
+    python -m analytics_refresh.schedule --write-dotenv EXPR  # and set it in ./.env
 
 prints the interval in minutes (the longest gap between two runs, which is what the
 freshness promise and the deadline are judged by) and warns on stderr when the settings in
@@ -14,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import sys
 from datetime import date, timedelta
+from pathlib import Path
 
 from . import deployment
 from .errors import RefreshError
 from .settings import Settings, load_environment
 
+VARIABLE = "REFRESH_INTERVAL_MINUTES"
 DAY_MINUTES = 24 * 60
 # Restricted days are looked at over this many days: every weekday and month comes round.
 DAYS_LOOKED_AT = 2 * 366
@@ -109,16 +113,43 @@ def warnings(interval: int) -> list[str]:
     return found
 
 
+def write_dotenv(path: Path, interval: int) -> str | None:
+    """Set ``REFRESH_INTERVAL_MINUTES=interval`` in the ``.env`` at ``path`` (its line
+    replaced, or one added); return what changed, or None when it already said so."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    line = f"{VARIABLE}={interval}"
+    pattern = re.compile(rf"^[ \t]*(?:export[ \t]+)?{VARIABLE}[ \t]*=.*$", re.M)
+    present = [match.group(0).strip() for match in pattern.finditer(text)]
+    if present == [line]:
+        return None
+    if present:
+        new = pattern.sub(line, text)
+    else:
+        new = text + ("\n" if text and not text.endswith("\n") else "") + line + "\n"
+    path.write_text(new, encoding="utf-8")
+    return f"{line} in {path} ({'replaced the line there' if present else 'added'})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analytics_refresh.schedule")
     parser.add_argument("expression", nargs="?", help="a five-field crontab expression")
     parser.add_argument("--minutes", type=int, help="every N minutes instead")
+    parser.add_argument(
+        "--write-dotenv",
+        action="store_true",
+        help="also set REFRESH_INTERVAL_MINUTES in ./.env, so that commands run by hand "
+        "judge the same schedule",
+    )
     args = parser.parse_args(argv)
     try:
         interval = args.minutes if args.minutes else interval_minutes(args.expression or "")
     except ValueError as exc:
         print(f"schedule {args.expression!r}: {exc}", file=sys.stderr)
         return 2
+    if args.write_dotenv:
+        changed = write_dotenv(Path(".env"), interval)
+        if changed:
+            print(f"Set {changed}", file=sys.stderr)
     print(interval)
     for warning in warnings(interval):
         print(f"Warning: {warning}", file=sys.stderr)

@@ -268,3 +268,24 @@ def test_an_interval_in_dotenv_that_differs_from_the_schedule_is_named(project):
     printed = run_setup(project, "--print", "--schedule", "*/15 * * * *")
     assert "REFRESH_INTERVAL_MINUTES=120 in .env or the environment" in printed.stderr
     assert "set REFRESH_INTERVAL_MINUTES=15 in .env" in printed.stderr
+
+
+def test_installing_sets_the_interval_in_dotenv_too(user_crontab, project):
+    (project / ".env").write_text(
+        "LOG_LEVEL=INFO\nREFRESH_INTERVAL_MINUTES=120\nREFRESH_CHANGE_SQL=SELECT 1\n",
+        encoding="utf-8",
+    )
+    result = run_setup(project, "--schedule", "*/10 * * * *")
+    assert result.returncode == 0, result.stderr
+    text = (project / ".env").read_text(encoding="utf-8")
+    assert text == "LOG_LEVEL=INFO\nREFRESH_INTERVAL_MINUTES=10\nREFRESH_CHANGE_SQL=SELECT 1\n"
+    assert "REFRESH_INTERVAL_MINUTES=10 in" in result.stderr
+    assert "Warning: REFRESH_INTERVAL" not in result.stderr  # .env and the line now agree
+    again = run_setup(project, "--schedule", "*/10 * * * *").stderr
+    assert "REFRESH_INTERVAL_MINUTES=10 in" not in again  # nothing left to change
+
+
+def test_print_leaves_dotenv_alone(project):
+    before = (project / ".env").read_bytes()
+    assert run_setup(project, "--print", "--schedule", "*/10 * * * *").returncode == 0
+    assert (project / ".env").read_bytes() == before
