@@ -87,9 +87,9 @@ def embedded_reason(settings) -> str:
     pgdata = Path(settings.data_dir) / "postgres"
     if reasons:
         raise ConfigError(
-            "DATABASE_URL is not set, and this looks like a real deployment: "
+            "DATABASE_URL is not set, and this looks like a real deployment ("
             + "; ".join(reasons)
-            + f". The embedded PostgreSQL under {pgdata} is only for trying the system out",
+            + f"): the embedded PostgreSQL under {pgdata} is only for trying the system out",
             hint="set DATABASE_URL to the application's PostgreSQL, in .env or the "
             "environment (DATABASE_URL=postgresql://user:password@host:5432/dbname)",
         )
