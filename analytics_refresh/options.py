@@ -73,7 +73,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         type=flag_type("REFRESH_DEADLINE"),
         metavar="SECONDS",
         help="no job starts this long after the process started [env REFRESH_DEADLINE, "
-        "default 6600]",
+        "default 11/12 of REFRESH_INTERVAL_MINUTES: 6600 for 120]",
     )
     group.add_argument(
         "--shard",
