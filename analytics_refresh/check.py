@@ -41,7 +41,6 @@ HEALTH_TIMEOUT_SECONDS = 10.0
 NO_CLIENT = str(uuid.UUID(int=0))
 ENDPOINT = "Endpoint accepts a token"
 CHANGE_QUERY = "Change query runs"
-MARKS = {"ok": ("✓", "green"), "warn": ("⚠", "yellow"), "fail": ("✗", "red"), "skip": ("-", "dim")}
 
 
 @dataclass(frozen=True)

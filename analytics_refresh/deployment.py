@@ -106,7 +106,7 @@ def schedule_warnings(
 ) -> tuple[str, ...]:
     """Return what in the settings does not fit the schedule's interval: a deadline, or
     the lease of a killed run (which holds the next runs off), longer than it."""
-    from .keeper import LEASE_TTL_SECONDS  # the lease's length: lease.lease_ttl
+    from .lease import LEASE_GRACE_SECONDS  # the lease: lease.lease_seconds
 
     interval = interval_minutes * 60
     found = []
@@ -117,13 +117,13 @@ def schedule_warnings(
             "going when the next one starts makes that one exit 5; set REFRESH_DEADLINE to "
             f"at most {default_deadline(interval_minutes):g}, or unset it to follow the interval"
         )
-    lease = max(LEASE_TTL_SECONDS, timeout + LEASE_TTL_SECONDS)
+    lease = max(LEASE_GRACE_SECONDS, timeout + LEASE_GRACE_SECONDS)
     if lease > interval:
         found.append(
             f"REFRESH_TIMEOUT={timeout:g} s makes a killed run's lease hold for {lease:g} s, "
             f"longer than the schedule's interval ({interval:g} s): the next runs after a "
             "crash exit 5 until it expires; set REFRESH_TIMEOUT to at most "
-            f"{max(1.0, interval - LEASE_TTL_SECONDS):g}"
+            f"{max(1.0, interval - LEASE_GRACE_SECONDS):g}"
         )
     return tuple(found)
 
