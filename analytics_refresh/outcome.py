@@ -172,7 +172,8 @@ def decide(facts: RunFacts) -> Ending:
     4: the record is incomplete); a lost lock (interrupted, 6, even with every job
     started); a stop that kept a job from starting or retrying, or a job not attempted
     (interrupted, 6); a failed job (partial when another succeeded or was skipped, else
-    failed; 1); else succeeded (0), no jobs included.
+    failed; 1); else succeeded (0), no jobs included. A failed change query changes no code
+    (every job ran) but is the note of a run that has no other.
     """
     counts = Counter(facts.counts)
     if facts.error_code:
