@@ -274,10 +274,15 @@ COMMANDS = {
     "serve": Command(cmd_serve, logs=True),
     "check": Command(cmd_check, configure=_check_settings, explain=_explain_settings),
     "status": Command(cmd_status),
-    "demo": Command(
-        cmd_demo, run=True, logs=True, configure=lambda s, _a: s.replace(trigger="demo")
-    ),
+    "demo": Command(cmd_demo, run=True, logs=True, configure=lambda s, _a: demo_settings(s)),
 }
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """The demo's runs are not the deployment's: no heartbeat ping, no metrics, no shard."""
+    return settings.replace(
+        trigger="demo", healthcheck_url=None, metrics_file=None, pushgateway_url=None, shard=None
+    )
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

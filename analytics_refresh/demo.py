@@ -83,10 +83,6 @@ def run_demo(settings: Settings, args, proc) -> int:
             database_url=url,
             trigger="demo",
             change_sql=settings.change_sql or CHANGE_SQL,
-            healthcheck_url=None,
-            metrics_file=None,
-            pushgateway_url=None,
-            shard=None,
         )
         setup_logging(run_settings, interactive=True)
         proc.settings = run_settings

@@ -395,3 +395,19 @@ def test_another_programs_secret_key_in_the_environment_is_left_alone(
     user.env(API_SECRET_KEY=secret)
     assert main(["token", ALICE]) == 0
     assert "unknown variable" not in capsys.readouterr().err
+
+
+def test_the_demo_never_pings_the_deployments_monitor_nor_writes_its_metrics(user, db_url, capsys):
+    monitor = PingRecorder()
+    try:
+        user.env(
+            DATABASE_URL=db_url,
+            HEALTHCHECK_URL=monitor.url,
+            METRICS_FILE=str(user.path / "deployment.prom"),
+        )
+        args = ["demo", "--clients", "1", "--skus", "3", "--orders-per-day", "1"]
+        assert main([*args, "--database", dbname(db_url)]) == 0
+        assert monitor.pings == []
+    finally:
+        monitor.stop()
+    assert not (user.path / "deployment.prom").exists()
