@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 
 import psycopg2.extensions
@@ -49,6 +50,13 @@ def user(tmp_path, monkeypatch) -> UserDir:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return UserDir(tmp_path)
+
+
+def closed_port() -> int:
+    """A loopback port where nothing listens (just freed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def line_of(out: str, name: str) -> str:
@@ -157,7 +165,11 @@ def test_a_scheduled_run_without_database_url_is_an_error(user, secret, capsys):
 def test_check_names_the_database_it_checked_and_where_it_was_set(
     user, db_url, secret, clients_db, capsys
 ):
-    user.env(DATABASE_URL=db_url, API_SECRET_KEY=secret, ANALYTICS_API_URL="http://127.0.0.1:9")
+    user.env(
+        DATABASE_URL=db_url,
+        API_SECRET_KEY=secret,
+        ANALYTICS_API_URL=f"http://127.0.0.1:{closed_port()}",
+    )
     main(["check"])
     ok = line_of(capsys.readouterr().out, "Database reachable")
     assert ok.startswith("  ✓")
