@@ -138,7 +138,7 @@ def test_the_machines_own_variables_are_not_taken_for_typos(user, secret, capsys
             {"ANALYTICS_API_URL": "https://api.example.com"},
             "ANALYTICS_API_URL names api.example.com",
         ),
-        ({"METRICS_FILE": "/tmp/x.prom"}, "METRICS_FILE is set in"),
+        ({"METRICS_FILE": "metrics/run.prom"}, "METRICS_FILE is set in"),
         ({"METRICS_PUSHGATEWAY_URL": "http://pushgateway:9091"}, "METRICS_PUSHGATEWAY_URL is set"),
         ({"REFRESH_SHARD": "0/2"}, "REFRESH_SHARD is set in"),
     ],
