@@ -96,7 +96,11 @@ def warnings(interval: int) -> list[str]:
         settings = Settings.from_env(environ)
     except RefreshError as exc:
         return [f"the settings cannot be read ({exc.message}); `analytics-refresh check` shows why"]
-    found = []
+    # The deadline as the runs will have it: derived from this interval unless set.
+    deadline = settings.deadline
+    if not environ.get("REFRESH_DEADLINE", "").strip():
+        deadline = deployment.default_deadline(interval)
+    found = list(deployment.schedule_warnings(deadline, interval, settings.timeout))
     short = deployment.change_query_warning(interval, settings.change_sql)
     if short:
         found.append(

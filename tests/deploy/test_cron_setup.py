@@ -289,3 +289,12 @@ def test_print_leaves_dotenv_alone(project):
     before = (project / ".env").read_bytes()
     assert run_setup(project, "--print", "--schedule", "*/10 * * * *").returncode == 0
     assert (project / ".env").read_bytes() == before
+
+
+def test_a_deadline_in_dotenv_longer_than_the_schedule_is_warned_of(project):
+    (project / ".env").write_text(
+        "REFRESH_DEADLINE=6600\nREFRESH_CHANGE_SQL=SELECT 1\n", encoding="utf-8"
+    )
+    printed = run_setup(project, "--print", "--schedule", "*/10 * * * *")
+    assert printed.returncode == 0
+    assert "REFRESH_DEADLINE=6600 s is longer than the schedule's interval" in printed.stderr
