@@ -181,7 +181,8 @@ def database_url(settings: Settings) -> str:
     embedded_reason(settings)
     url = embedded_url(settings.data_dir)
     log.info(
-        "Using the embedded PostgreSQL in %s (DATABASE_URL is unset)",
+        "Using the embedded PostgreSQL in %s (DATABASE_URL is unset and nothing says this "
+        "is a deployment)",
         settings.data_dir / "postgres",
     )
     return url
