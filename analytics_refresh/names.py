@@ -45,7 +45,9 @@ def near_miss(name: str, known: Collection[str]) -> str | None:
     if name in known:
         return None
     upper = name.upper()
-    candidates = difflib.get_close_matches(upper, known, n=5, cutoff=SIMILARITY_CUTOFF)
+    # Two edits change the length by two at most: the rest cannot be near.
+    same_size = [k for k in known if abs(len(k) - len(upper)) <= 2]
+    candidates = difflib.get_close_matches(upper, same_size, n=5, cutoff=SIMILARITY_CUTOFF)
     best: tuple[int, str] | None = None
     for candidate in candidates:
         allowed = 2 if len(candidate) >= LONG_NAME else 1
