@@ -1,4 +1,4 @@
-"""The run's deadline, counted from the process start (INTERFACE.md: REFRESH_DEADLINE)."""
+"""The run's deadline, counted from the process start (REFRESH_DEADLINE)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The exceptions the runner raises on purpose, each carrying its exit code.
 
 ``exit_code()`` is the one mapping from any exception to the process's exit code
-(INTERFACE.md section 4); ``process.execute`` applies it for every command. The docstring
+(README.md, "Exit codes"); ``process.execute`` applies it for every command. The docstring
 of each class is its default message; a driver's own exception is kept as ``__cause__``.
 """
 

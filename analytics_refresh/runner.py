@@ -40,7 +40,7 @@ DRY_RUN_LISTED_JOBS = 1000
 
 @dataclass
 class RunResult:
-    """How a run went; ``exit_code`` follows INTERFACE.md section 4."""
+    """How a run went; ``exit_code`` as README.md's "Exit codes" lists them."""
 
     run_id: str | None
     status: str
@@ -90,7 +90,7 @@ def outcome(counts: Counter, stopped: bool) -> tuple[str, int]:
 def execute_run(
     settings: Settings, *, deadline: Deadline, stop: StopRequest, hooks: Hooks | None = None
 ) -> RunResult:
-    """Do one refresh run as INTERFACE.md describes and return how it went.
+    """Do one refresh run as the guide's "How a run works" describes and return how it went.
 
     Raises ConfigError (3) or DatabaseError (4) for problems found before the run could be
     recorded, and LockHeld (5) when another run is alive; every other outcome is a result.

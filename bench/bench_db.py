@@ -134,16 +134,25 @@ def run_row(url: str, run_id: str) -> dict:
     }
 
 
-def keep_only_run(url: str, run_id: str) -> None:
-    """Make ``run_id`` the only history, so every scenario starts from the same durations."""
-    conn = _admin(url)
+def snapshot(server: str, name: str, copy: str) -> None:
+    """Keep database ``name`` as it is now, every table of it, in database ``copy``."""
+    conn = _admin(server)
     with conn.cursor() as cur:
-        cur.execute("DELETE FROM refresh_runs WHERE run_id <> %s", (run_id,))
+        cur.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{name}"')
     conn.close()
 
 
-def clear_history(url: str) -> None:
-    conn = _admin(url)
+def restore(server: str, name: str, copy: str) -> None:
+    """Make database ``name`` exactly what ``snapshot`` kept in ``copy``.
+
+    A scenario reads the runs, the jobs, the per-key state (ordering and the adaptive limit's
+    yardstick), the learned limit and whatever later releases add: deleting tables one by
+    one would leave some scenario starting from the one before it. A copy of the whole
+    database leaves nothing behind.
+    """
+    conn = _admin(server)
     with conn.cursor() as cur:
-        cur.execute("DELETE FROM refresh_runs")
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{copy}"')
     conn.close()

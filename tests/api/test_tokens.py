@@ -1,5 +1,5 @@
 """Any token gets a 4xx JSON answer, never a 5xx: malformed, wrong alg, or correctly signed
-with claims of the wrong types (INTERFACE.md section 7)."""
+with claims of the wrong types (openapi.yaml: 401, never 500)."""
 
 from __future__ import annotations
 
