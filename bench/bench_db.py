@@ -10,6 +10,7 @@ import random
 import re
 import subprocess
 import sys
+import tempfile
 import uuid
 import warnings
 from pathlib import Path
@@ -62,13 +63,16 @@ def empty_database(server: str, name: str) -> str:
 def create_database(server: str, name: str) -> str:
     """Create (or recreate) database ``name`` with the tables a run needs; return its URL."""
     url = empty_database(server, name)
-    # The runner's tables exactly as a user makes them.
-    subprocess.run(
-        [str(CLI), "db", "init"],
-        env={**os.environ, "DATABASE_URL": url},
-        check=True,
-        capture_output=True,
-    )
+    # The runner's tables exactly as a user makes them, from an empty directory: a .env in
+    # the checkout must not change what the benchmark measures.
+    with tempfile.TemporaryDirectory() as empty:
+        subprocess.run(
+            [str(CLI), "db", "init"],
+            env={**os.environ, "DATABASE_URL": url},
+            cwd=empty,
+            check=True,
+            capture_output=True,
+        )
     conn = _admin(url)
     with conn.cursor() as cur:
         cur.execute(credentials_table_sql())

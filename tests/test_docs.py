@@ -121,6 +121,23 @@ def test_env_example_holds_each_default_the_code_has(name):
         )
 
 
+def test_a_default_named_in_the_prose_is_the_default():
+    # "`REFRESH_DEADLINE` (default 6600 s, ...)", "`REFRESH_HISTORY_DAYS` (30)": each such
+    # aside in the docs says what the settings hold when the variable is unset.
+    docs = [ROOT / "README.md", ROOT / "ANALYTICS_REFRESH_CRON_GUIDE.md"]
+    docs += sorted((ROOT / "docs").glob("*.md")) + sorted((ROOT / "deploy").glob("*.md"))
+    pattern = re.compile(r"`([A-Z][A-Z0-9_]+)` \((?:default )?([0-9][0-9,.]*)(?: s)?[),]")
+    found = [
+        (path.name, name, value.replace(",", ""))
+        for path in docs
+        for name, value in pattern.findall(path.read_text(encoding="utf-8"))
+        if name in VARIABLES
+    ]
+    assert found, "the pattern no longer finds the docs' asides"
+    wrong = [(doc, name, value) for doc, name, value in found if not is_default(name, value)]
+    assert wrong == []
+
+
 @pytest.mark.parametrize(
     ("package", "reader"), [("analytics_refresh", "settings.py"), ("dashboard_api", "config.py")]
 )
@@ -189,3 +206,35 @@ def test_every_relative_link_in_the_docs_resolves():
         and not (path.parent / target).exists()
     )
     assert broken == []
+
+
+def test_every_bench_table_is_written_by_a_bench():
+    # A figure typed by hand goes stale the day the code changes; bench_report.py rewrites
+    # the marked sections from what each benchmark prints.
+    inside, loose = False, []
+    text = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("<!-- bench_report.py:"):
+            inside = True
+        elif line.startswith("<!-- /bench_report.py:"):
+            inside = False
+        elif line.startswith("|") and not inside:
+            loose.append(f"bench/README.md:{number}: {line[:60]}")
+    assert loose == []
+
+
+def test_every_test_a_doc_names_exists():
+    # docs/RELIABILITY.md keeps each promise by "the test named beside it": a renamed or
+    # deleted test must not leave the promise pointing at nothing.
+    tests = {path.name: path for path in (ROOT / "tests").rglob("test_*.py")}
+    missing = []
+    for doc in [ROOT / "README.md", ROOT / "ANALYTICS_REFRESH_CRON_GUIDE.md", ROOT / "docs"]:
+        for path in [doc] if doc.is_file() else sorted(doc.glob("*.md")):
+            current = None
+            text = path.read_text(encoding="utf-8")
+            for file, name in re.findall(r"`(?:[\w/]*/)?(test_\w+\.py)?::(test_\w+)", text):
+                current = file or current
+                source = tests.get(current or "")
+                if source is None or f"def {name}(" not in source.read_text(encoding="utf-8"):
+                    missing.append(f"{path.name}: {current}::{name}")
+    assert missing == []
