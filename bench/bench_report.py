@@ -170,9 +170,15 @@ SECTIONS = {
 }
 
 
+# The machine's load while each section was measured (1-minute averages, before and after):
+# the cores may be shared, and every figure but the simulated ones moves with it.
+LOADS: list[tuple[float, float]] = []
+
+
 def run_bench(argv: list[str]) -> str:
     """Run one benchmark as a process of its own and return what it printed."""
     started = time.monotonic()
+    before = os.getloadavg()[0]
     print(f"running: python {' '.join(argv)}", file=sys.stderr, flush=True)
     done = subprocess.run(
         [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, check=False
@@ -180,6 +186,7 @@ def run_bench(argv: list[str]) -> str:
     if done.returncode != 0:
         sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
         raise SystemExit(f"{' '.join(argv)} exited {done.returncode}")
+    LOADS.append((before, os.getloadavg()[0]))
     print(f"  {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     return done.stdout
 
@@ -227,15 +234,17 @@ def measured(section: Section, quick: bool) -> tuple[str, list[str]]:
 def stamp(commands: list[list[str]]) -> str:
     """Say what measured the figures below: the commit, the machine, the command."""
     commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
-    docs = [f":!{section.doc}" for section in SECTIONS.values()]
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *docs)
+    # Only code changes what is measured: prose (and these very sections) may differ.
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!*.md")
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     server = "the server in DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
     shown = "; ".join(f"`.venv/bin/python {' '.join(argv)}`" for argv in commands[:1])
+    loads = LOADS[-len(commands) :]
+    load = f"{min(min(pair) for pair in loads):.1f}-{max(max(pair) for pair in loads):.1f}"
     return (
         f"Written by `.venv/bin/python bench/bench_report.py` on {when}: commit {commit}"
-        f"{' with uncommitted changes' if dirty else ''}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, {server} PostgreSQL; {shown}."
+        f"{' with uncommitted changes' if dirty else ''}, {os.cpu_count()} CPUs (load "
+        f"average {load}), Python {platform.python_version()}, {server} PostgreSQL; {shown}."
     )
 
 
