@@ -327,7 +327,7 @@ class Preflight:
             401: "give the API and the runner the same API_SECRET_KEY, and check both "
             "clocks (a token lives minutes)",
             403: "the API must accept a token whose sub is the client and whose scope is "
-            "analytics:read (INTERFACE.md section 7)",
+            "analytics:read (see openapi.yaml)",
             404: f"check ANALYTICS_ENDPOINT (now {self.settings.endpoint}) and that the API "
             "reads the same database as the runner",
             503: "the API is shedding load or its database is down: see /health, retry later",

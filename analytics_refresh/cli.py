@@ -1,7 +1,7 @@
 """The ``analytics-refresh`` command line; ``main(argv)`` returns the exit code.
 
 Every command goes through ``process.run_command``, the one place where exceptions become
-exit codes (INTERFACE.md section 4).
+exit codes (README.md, "Exit codes").
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def demo_settings(settings: Settings) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Run one command and return its exit code (INTERFACE.md section 4)."""
+    """Run one command and return its exit code (README.md, "Exit codes")."""
 
     def parse():
         args = build_parser().parse_args(argv)

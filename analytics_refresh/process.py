@@ -1,7 +1,7 @@
 """The one way through a command: exceptions become exit codes here and nowhere else.
 
 ``execute`` reads the environment and the settings, runs the command, turns whatever
-escapes it into the process's exit code (``errors.exit_code``), says what
+escapes it into its exit code (``errors.exit_code``; README.md, "Exit codes"), says what
 went wrong on stderr and in the log file, and tells the heartbeat the very code the
 process exits with. Every entry point (the CLI, the cron script, the manual run) uses it.
 """

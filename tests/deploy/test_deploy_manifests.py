@@ -22,7 +22,7 @@ import yaml
 from tests.deploy.conftest import ROOT
 
 INTERVAL_SECONDS = 2 * 60 * 60
-REFRESH_DEADLINE_DEFAULT = 6600  # INTERFACE.md: the run stops starting jobs after this
+REFRESH_DEADLINE_DEFAULT = 6600  # README's settings table: the run stops starting jobs after this
 
 
 # -- Dockerfile and .dockerignore -----------------------------------------------------------
