@@ -24,11 +24,13 @@ import requests
 import api_key_auth
 
 from . import db, records
+from .change_check import change_query_result
 from .client import Probe, probe
 from .errors import ConfigError, DatabaseError, RefreshError
 from .logs import redact
 from .plan import Job, build_plan, stream_connected
 from .settings import Settings
+from .urls import display_url
 
 # The exit code a run would end with when a check of this kind fails.
 SETTINGS_FAILED = ConfigError.exit_code
@@ -39,6 +41,7 @@ TOKEN_TTL_SECONDS = 300
 HEALTH_TIMEOUT_SECONDS = 10.0
 NO_CLIENT = str(uuid.UUID(int=0))
 ENDPOINT = "Endpoint accepts a token"
+CHANGE_QUERY = "Change query runs"
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Preflight:
                 ("Database reachable", self.check_database),
                 ("Runner tables present", self.check_tables),
                 ("Active clients found", self.check_clients),
+                *((CHANGE_QUERY, self.check_change_query),) * bool(self.settings.change_sql),
                 ("Token mints and verifies", self.check_token),
                 ("API /health answers", self.check_health),
                 (ENDPOINT, self.check_endpoint),
@@ -114,13 +118,24 @@ class Preflight:
         except ConfigError as exc:
             return _fail(name, exc.message, exc.hint or "", exc.exit_code)
         heartbeat = (urlsplit(s.healthcheck_url).hostname or "on") if s.healthcheck_url else "off"
-        return _ok(
-            name,
-            f"API {s.endpoint_url}, platforms {','.join(s.platforms)}, concurrency "
-            f"{s.concurrency}, timeout {s.timeout:g}s, {s.max_attempts} attempts, deadline "
-            f"{s.deadline:g}s, API_SECRET_KEY set, heartbeat {heartbeat}, metrics "
-            f"{s.metrics_file or 'off'}",
+        detail = (
+            f"API {display_url(s.endpoint_url)}, platforms {','.join(s.platforms)}, concurrency "
+            f"{s.concurrency}, timeout {s.timeout:g}s, {s.max_attempts} attempts, interval "
+            f"{s.interval_minutes:g} min, deadline {s.deadline:g}s, API_SECRET_KEY set, "
+            f"heartbeat {heartbeat}, metrics {s.metrics_file or 'off'}, change query "
+            f"{'on' if s.change_sql else 'off'}"
         )
+        if s.warnings:
+            # A misspelt name or a deadline longer than the interval: the settings are
+            # valid one by one, but not what was meant.
+            return Result(
+                name,
+                "warn",
+                f"{detail}; " + "; ".join(s.warnings),
+                "correct the names and values above in .env or the environment "
+                "(.env.example lists every variable)",
+            )
+        return _ok(name, detail)
 
     def check_files(self, name: str) -> Result:
         paths = [self.settings.log_file]
@@ -139,6 +154,7 @@ class Preflight:
 
     def check_database(self, name: str) -> Result:
         try:
+            why = db.source(self.settings)
             url = db.database_url(self.settings)
             self.conn = db.connect(url, application_name="analytics-refresh check")
             with db.boundary(url), self.conn.cursor() as cur:
@@ -146,7 +162,7 @@ class Preflight:
                 version = cur.fetchone()[0]
         except RefreshError as exc:
             return _fail(name, exc.message, exc.hint or "check DATABASE_URL", exc.exit_code)
-        return _ok(name, f"{db.describe(url)}, PostgreSQL {version}")
+        return _ok(name, f"{db.describe(url)} ({why}), PostgreSQL {version}")
 
     def check_tables(self, name: str) -> Result:
         if self.conn is None:
@@ -197,6 +213,12 @@ class Preflight:
         spread = ", ".join(f"{p} {per_platform[p]}" for p in plan.platforms if per_platform[p])
         return _ok(name, f"{plan.client_count} clients, {len(plan.jobs)} jobs ({spread}){skipped}")
 
+    def check_change_query(self, name: str) -> Result:
+        if self.conn is None:
+            return Result(name, "skip", "no database connection")
+        state, detail, fix = change_query_result(self.conn, self.settings, self.jobs)
+        return Result(name, state, detail, fix, SETTINGS_FAILED if state == "fail" else 0)
+
     def check_token(self, name: str) -> Result:
         secret = self.settings.secret_key
         if not secret:
@@ -221,12 +243,13 @@ class Preflight:
 
     def check_health(self, name: str) -> Result:
         url = self.settings.api_url.rstrip("/") + "/health"
+        shown = display_url(url)
         try:
             answer = self.probe(url, timeout=min(HEALTH_TIMEOUT_SECONDS, self.settings.timeout))
         except requests.RequestException as exc:
             return _fail(
                 name,
-                f"{url}: {network_reason(exc)}",
+                f"{shown}: {network_reason(exc)}",
                 unreachable_fix(self.settings),
                 JOBS_WOULD_FAIL,
             )
@@ -235,12 +258,12 @@ class Preflight:
         if answer.status == 404:
             self.health_ok = True
             return Result(
-                name, "warn", f"{url}: HTTP 404, the API has no /health; the read below decides"
+                name, "warn", f"{shown}: HTTP 404, the API has no /health; the read below decides"
             )
         if answer.status == 503 or (database is not None and database != "ok"):
             return _fail(
                 name,
-                f"{url}: HTTP {answer.status}, the API is up but its database is "
+                f"{shown}: HTTP {answer.status}, the API is up but its database is "
                 f"{database or 'down'}",
                 "check the API's DATABASE_URL and that its PostgreSQL is running",
                 JOBS_WOULD_FAIL,
@@ -248,7 +271,7 @@ class Preflight:
         if not 200 <= answer.status < 300:
             return _fail(
                 name,
-                f"{url}: HTTP {answer.status} {_error(answer)}".rstrip(),
+                f"{shown}: HTTP {answer.status} {_error(answer)}".rstrip(),
                 "see the API's log; ANALYTICS_API_URL must be the API's base URL",
                 JOBS_WOULD_FAIL,
             )
@@ -256,7 +279,7 @@ class Preflight:
         state = ", ".join(f"{k} {body[k]}" for k in ("status", "database") if k in body)
         return _ok(
             name,
-            f"{url}: HTTP {answer.status}{', ' + state if state else ''} "
+            f"{shown}: HTTP {answer.status}{', ' + state if state else ''} "
             f"[{answer.elapsed * 1000:.0f} ms]",
         )
 
@@ -292,7 +315,8 @@ class Preflight:
                     name,
                     f"{what}, but the answer is not a JSON object ({answer.problem or 'no body'})",
                     "ANALYTICS_API_URL and ANALYTICS_ENDPOINT must name the dashboard API "
-                    f"(now {self.settings.endpoint_url}), not a proxy's or a web server's page",
+                    f"(now {display_url(self.settings.endpoint_url)}), not a proxy's or a web "
+                    "server's page",
                     JOBS_WOULD_FAIL,
                 )
             skus = body.get("sku_count", "?")
@@ -303,7 +327,7 @@ class Preflight:
             401: "give the API and the runner the same API_SECRET_KEY, and check both "
             "clocks (a token lives minutes)",
             403: "the API must accept a token whose sub is the client and whose scope is "
-            "analytics:read (INTERFACE.md section 7)",
+            "analytics:read (see openapi.yaml)",
             404: f"check ANALYTICS_ENDPOINT (now {self.settings.endpoint}) and that the API "
             "reads the same database as the runner",
             503: "the API is shedding load or its database is down: see /health, retry later",
@@ -340,9 +364,11 @@ def network_reason(exc: requests.RequestException) -> str:
 
 def unreachable_fix(settings: Settings) -> str:
     return (
-        f"start the dashboard API (`analytics-refresh serve`, or gunicorn "
-        f"'dashboard_api:create_app()') or correct ANALYTICS_API_URL (now {settings.api_url}); "
-        "for HTTPS with a private CA set REFRESH_CA_BUNDLE"
+        f"nothing answers at ANALYTICS_API_URL (now {display_url(settings.api_url)}): start "
+        "the dashboard API there (`analytics-refresh serve` and `gunicorn --config "
+        "python:dashboard_api.gunicorn_config 'dashboard_api:create_app()'` both listen on "
+        "port 5000), or set ANALYTICS_API_URL to where it listens; for HTTPS with a private "
+        "CA set REFRESH_CA_BUNDLE"
     )
 
 
