@@ -18,21 +18,21 @@ from analytics_refresh.settings import Settings
 from analytics_refresh.stop import StopRequest
 from tests.backend import Answer
 from tests.conftest import log_lines
+from tests.faults.proxy import SilentProxy
 from tests.faults.test_process_faults import fetch, finish, many_clients, start_run, wait_for
 from tests.runs import ALICE, BOB
-from tests.silent_proxy import SilentProxy
 
 
 @pytest.fixture
 def proxy(db_url):
     proxy = SilentProxy(db_url).start()
     yield proxy
-    proxy.close()
+    proxy.stop()
 
 
-def test_a_silent_database_closes_the_gate_and_the_claim_closes_in_bounded_time(db, proxy):
+def test_a_silent_database_closes_the_gate_and_the_claim_closes_in_bounded_time(db, db_url, proxy):
     deadline, stop = Deadline(300), StopRequest()
-    claim = RunClaim(proxy.dsn(), Settings(), deadline, stop)
+    claim = RunClaim(proxy.url(db_url), Settings(), deadline, stop)
     claim.claim()
     claim.keep()
     jobs = [Job(ALICE, "shopify"), Job(BOB, "shopify")]
@@ -70,13 +70,13 @@ def test_a_silent_database_closes_the_gate_and_the_claim_closes_in_bounded_time(
 
 
 def test_a_run_whose_database_goes_silent_ends_bounded_and_the_next_runs_normally(
-    run_env, backend, db, proxy
+    run_env, backend, db, db_url, proxy
 ):
     many_clients(db, 60)  # 30 s of jobs: far more than the gate needs to close
     backend.default = Answer(sleep=0.5)
     env = {
         **run_env,
-        "DATABASE_URL": proxy.dsn(),
+        "DATABASE_URL": proxy.url(db_url),
         "REFRESH_CONCURRENCY": "1",
         "REFRESH_PLATFORMS": "shopify",
     }
