@@ -8,6 +8,7 @@ database instead (key_freshness.py).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -47,10 +48,18 @@ class KeyState:
 Key = tuple[str, str]
 
 
-def key_states(conn) -> dict[Key, KeyState]:
-    """Return the state of every key the record knows."""
+# Past this many keys one scan of the table costs less than sending the list.
+ALL_STATES_FROM = 20_000
+
+
+def key_states(conn, jobs: Collection | None = None) -> dict[Key, KeyState]:
+    """Return the state of every key the record knows, or of the keys of ``jobs`` only."""
     with conn.cursor() as cur:
-        cur.execute(sql.KEY_STATES)
+        if jobs is None or len(jobs) > ALL_STATES_FROM:
+            cur.execute(sql.KEY_STATES)
+        else:
+            clients = [job.client_id for job in jobs]
+            cur.execute(sql.KEY_STATES_OF, (clients, [job.platform for job in jobs]))
         return {(row[0], row[1]): KeyState(*row) for row in cur}
 
 

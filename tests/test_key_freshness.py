@@ -186,3 +186,18 @@ def test_worst_keys_setting(run_env, db, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "METRICS_WORST_KEYS" in err
     assert "many" in err
+
+
+def test_a_one_client_run_finds_its_rows_however_the_table_spells_the_id(run_env, db, backend):
+    build_fleet(db, 50)
+    wanted = "3b619a14-3cd8-49fa-9c24-d8df5e54c452"
+    with db.cursor() as cur:  # an application table that keeps ids as text, as typed
+        cur.execute("ALTER TABLE client_api_credentials ALTER COLUMN client_id TYPE text")
+        cur.execute(
+            "INSERT INTO client_api_credentials (client_id, platform, status) VALUES "
+            "(%s, 'shopify', 'connected'), (%s, 'amazon', 'connected')",
+            (wanted.upper(), "{" + wanted.replace("-", "") + "}"),
+        )
+    assert main(["run", "--client", wanted], run_env) == 0
+    sent = sorted((r.query["client_id"], r.query["platform"]) for r in backend.refreshes())
+    assert sent == [(wanted, "all"), (wanted, "amazon"), (wanted, "shopify")]
