@@ -18,6 +18,18 @@ from .records import FAILING_STREAK
 from .settings import Settings
 
 FRAGMENT = (Path(__file__).with_name("sql") / "key_freshness.sql").read_text(encoding="utf-8")
+# The reference schema's uuid column is read as it is. An application's own table may keep
+# ids as text, as typed: those Python's uuid.UUID reads (any case, hyphens, braces, a urn:
+# prefix) become uuids, the rest are no key (the plan skips them too). Only a text column
+# pays for the parsing.
+UUID_ID = "client_id"
+_HEX = r"translate(lower(regexp_replace(client_id::text, '^(urn:)?(uuid:)?', '', 'i')), '{}-', '')"
+TEXT_ID = rf"(CASE WHEN {_HEX} ~ '^[0-9a-f]{{32}}$' THEN {_HEX}::uuid END)"
+ID_IS_UUID = """
+    SELECT coalesce((SELECT atttypid = 'uuid'::regtype FROM pg_attribute
+                     WHERE attrelid = to_regclass('client_api_credentials')
+                       AND attname = 'client_id' AND NOT attisdropped), true)
+"""
 # Upper bounds of the age buckets (seconds): 15 minutes to a week, with the 2 h schedule,
 # its 2.5 h alert threshold and a missed run or two on the boundaries.
 AGE_BUCKETS = (900, 1800, 3600, 7200, 9000, 10800, 14400, 21600, 43200, 86400, 172800, 604800)
@@ -71,6 +83,16 @@ KEYS = f"""
     {_ORDER}
     LIMIT %(limit)s
 """  # noqa: S608 (composed of constants; values travel as parameters)
+
+
+def _statement(template: str, conn) -> str:
+    """Return ``template`` with the client id read as the credentials table holds it."""
+    with conn.cursor() as cur:
+        cur.execute(ID_IS_UUID)
+        (is_uuid,) = cur.fetchone()
+    return template.replace("__CLIENT_ID__", UUID_ID if is_uuid else TEXT_ID)
+
+
 # Reads of 300,000 rows sort and hash in memory rather than in temporary files.
 READ_WORK_MEM = "SET work_mem = '64MB'"
 
@@ -195,7 +217,7 @@ def read(
         cur.execute(READ_WORK_MEM)
         cur.execute("SELECT now()")
         (summary.now,) = cur.fetchone()
-        cur.execute(READ, params)
+        cur.execute(_statement(READ, conn), params)
         for kind, counts, *key in cur:
             if kind == "counts":
                 for row in json.loads(counts or "[]"):
@@ -215,12 +237,13 @@ def stream(
 ) -> Iterator[KeyRow]:
     """Yield every expected key (or the stale ones), stalest first, a page at a time."""
     params = _params(settings, max_age_seconds, stale_only=stale_only, limit=limit)
+    statement = _statement(KEYS, conn)
     was_autocommit = conn.autocommit
     conn.autocommit = False  # a server-side cursor lives inside a transaction
     try:
         with conn.cursor(name="analytics_refresh_keys") as cur:
             cur.itersize = FETCH_ROWS
-            cur.execute(KEYS, params)
+            cur.execute(statement, params)
             for row in cur:
                 yield KeyRow(*row)
         conn.commit()

@@ -201,3 +201,34 @@ def test_a_one_client_run_finds_its_rows_however_the_table_spells_the_id(run_env
     assert main(["run", "--client", wanted], run_env) == 0
     sent = sorted((r.query["client_id"], r.query["platform"]) for r in backend.refreshes())
     assert sent == [(wanted, "all"), (wanted, "amazon"), (wanted, "shopify")]
+
+
+def test_status_expects_the_keys_a_run_plans_from_an_untidy_text_table(
+    run_env, db, backend, capsys
+):
+    alice, bob = "3b619a14-3cd8-49fa-9c24-d8df5e54c452", "5f0c3a52-7d5e-4c43-9a4e-0f2d6b1c9e11"
+    with db.cursor() as cur:  # an application's own table: text ids, as typed
+        cur.execute("DROP TABLE client_api_credentials")
+        cur.execute(
+            "CREATE TABLE client_api_credentials (client_id text, platform text, status text)"
+        )
+        cur.executemany(
+            "INSERT INTO client_api_credentials VALUES (%s, %s, %s)",
+            [
+                (alice.upper(), "shopify", "connected"),
+                (f"urn:uuid:{bob}", "amazon", "connected"),
+                ("not-a-uuid", "shopify", "connected"),
+                (alice, "ebay", "connected"),
+                ("{" + bob.replace("-", "") + "}", "shopify", "disconnected"),
+            ],
+        )
+    report = status_json(run_env, capsys, "--keys")
+    listed = sorted((k["client_id"], k["platform"]) for k in report["caches"])
+    assert main(["run"], run_env) == 0
+    planned = sorted((r.query["client_id"], r.query["platform"]) for r in backend.refreshes())
+    assert (
+        listed
+        == planned
+        == sorted([(alice, "shopify"), (alice, "all"), (bob, "amazon"), (bob, "all")])
+    )
+    assert status_json(run_env, capsys)["stale_count"] == 0  # and now all are current

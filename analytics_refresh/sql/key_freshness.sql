@@ -10,10 +10,16 @@
 -- consecutive_failures, last_success_at, changed_at, current_at (NULL: never),
 -- promise_until (NULL: never current, so outside the promise already), age_seconds (since
 -- current_at; NULL: never).
-WITH connected AS (
-    SELECT client_id, platform::text AS platform
+WITH credentials AS (
+    -- __CLIENT_ID__: the id as a uuid, NULL when it is none (key_freshness.py: a uuid
+    -- column as it is; a text column's value read as plan.valid_client_id reads it).
+    SELECT __CLIENT_ID__ AS client_id, platform::text AS platform
     FROM client_api_credentials
     WHERE status = 'connected' AND platform::text IN ('shopify', 'amazon')
+), connected AS (
+    SELECT client_id, platform
+    FROM credentials
+    WHERE client_id IS NOT NULL
       -- plan.shard_of: the first 8 bytes of the SHA-256 of the id's 16 bytes, read as an
       -- unsigned big-endian number (two unsigned halves), modulo the shard count.
       AND (%(shard_count)s::integer IS NULL OR mod(
