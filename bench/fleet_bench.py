@@ -14,6 +14,7 @@ are named first among the worst keys of both.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -168,7 +169,9 @@ def measure(server: str, env: dict, clients: int, repeat: int, backend) -> dict:
     path = workdir / "fleet.prom"
     figures = {"run": [], "write": [], "status": [], "status_json": []}
     outputs = {}
+    load = []  # the machine's 1-minute load average: the times are wall times
     for round_ in range(1, repeat + 1):
+        load.append(os.getloadavg()[0])
         figures["run"].append(one_client_run(env, ds.url, backend.url, fresh, path))
         figures["write"].append(write_seconds(env, ds.url, workdir / "write.prom"))
         seconds, outputs["status"] = status(env, ds.url)
@@ -192,6 +195,8 @@ def measure(server: str, env: dict, clients: int, repeat: int, backend) -> dict:
         "keys": ds.keys,
         "medians": {k: statistics.median(v) for k, v in figures.items()},
         "samples": figures,
+        "load": statistics.median(load),
+        "cpus": os.cpu_count(),
         "file_bytes": len(text.encode()),
         "series": len(samples),
         "promtool": promtool_check(path),
@@ -223,6 +228,7 @@ def report(f: dict, repeat: int) -> str:
             f"| `status --json` | {m['status_json']:.2f} s, "
             f"{f['status_json_bytes'] / KB:,.1f} KB |",
             f"| `promtool check metrics` | {f['promtool']} |",
+            f"| load average while timing (median) | {f['load']:.1f} on {f['cpus']} CPUs |",
             "",
             "| goal | |",
             "|---|---|",
