@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg2
 import psycopg2.errors
@@ -54,6 +55,8 @@ class JobRecord:
     sku_count: int | None = None
     error: str | None = None
     change_key: str | None = None
+    expires_at: datetime | None = None  # until when the refreshed copy holds, if declared
+    change_at: datetime | None = None  # when the change this refresh covers was first seen
     # Why earlier attempts failed ("HTTP 503", ...), for the log line; not stored.
     retried_after: tuple[str, ...] = ()
 
@@ -87,6 +90,8 @@ class JobRecord:
             c["sku_count"],
             c["error"],
             key,
+            self.expires_at,
+            self.change_at,
         )
 
     def log_fields(self) -> dict:

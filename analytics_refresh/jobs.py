@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import api_key_auth
 
@@ -51,6 +52,8 @@ class RunParts:
     expected: Mapping[Job, float] = field(default_factory=dict)
     # The change key each job's data had when the run began, stored with its success.
     change_keys: Mapping[Job, str] = field(default_factory=dict)
+    # When the run saw each changed job's data differ from what its copy was computed from.
+    change_seen: Mapping[Job, datetime] = field(default_factory=dict)
     on_job_done: Callable[[JobRecord], None] | None = None
 
 
@@ -174,6 +177,8 @@ class JobRunner:
             attempt.sku_count,
             error,
             change_key=self.parts.change_keys.get(job),
+            expires_at=attempt.expires_at if status == "succeeded" else None,
+            change_at=self.parts.change_seen.get(job),
             retried_after=tuple(earlier),
         )
         after = f" after {', '.join(_summarise(earlier))}" if earlier else ""
@@ -221,7 +226,7 @@ class JobRunner:
 
     # -- the run --------------------------------------------------------------------------
     def record_skipped(self, records: Sequence[JobRecord]) -> None:
-        """Log and count skipped jobs (their rows are written with the plan)."""
+        """Log and count jobs skipped as fresh (their rows are written with the plan)."""
         for record in records:
             log.info("⏭ SKIPPED - %s: %s", record.job, record.error, extra=record.log_fields())
             with self._mutex:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from .promise import promise_for
 from .records import FAILING_STREAK
 from .settings import Settings
 
@@ -35,7 +36,11 @@ ID_IS_UUID = """
 AGE_BUCKETS = (900, 1800, 3600, 7200, 9000, 10800, 14400, 21600, 43200, 86400, 172800, 604800)
 FETCH_ROWS = 5000
 
-_STALE = "(current_at IS NULL OR current_at < now() - make_interval(secs => %(max_age)s::float8))"
+# Stale: never current, its copy expired, or older than the age asked for.
+_STALE = (
+    "(current_at IS NULL OR expired "
+    "OR current_at < now() - make_interval(secs => %(max_age)s::float8))"
+)
 _KEY_COLUMNS = f"""
     client_id::text, platform, last_attempt_at, last_status, last_error, consecutive_failures,
     last_success_at, changed_at, current_at, age_seconds,
@@ -56,13 +61,14 @@ READ = f"""
                count(*) AS keys,
                count(*) FILTER (WHERE current_at IS NULL) AS never,
                count(*) FILTER (WHERE {_STALE}) AS stale,
-               count(*) FILTER (WHERE promise_until IS NULL OR promise_until < now())
-                   AS outside_promise,
+               count(*) FILTER (WHERE outside_promise) AS outside_promise,
                count(*) FILTER (WHERE last_status = 'failed') AS failing,
                count(*) FILTER (WHERE consecutive_failures >= %(streak)s) AS failing_repeatedly,
                min(current_at) AS oldest_current_at, max(current_at) AS newest_current_at,
                min(promise_until) AS first_promise_end,
-               coalesce(sum(age_seconds), 0) AS age_sum
+               coalesce(sum(age_seconds), 0) AS age_sum,
+               max(last_success_at) AS newest_success_at,
+               max(extract(epoch FROM expires_at - last_success_at))::float8 AS copy_lifetime
         FROM f GROUP BY platform, bucket
     ),
     worst AS (SELECT * FROM f {_ORDER} LIMIT %(worst)s),
@@ -98,8 +104,8 @@ READ_WORK_MEM = "SET work_mem = '64MB'"
 
 
 def promise_seconds(settings: Settings) -> float:
-    """Return how long a copy may go unconfirmed: a schedule's period plus a run's allowance."""
-    return settings.interval_minutes * 60 + settings.deadline
+    """Return the promise's age bound: no dashboard older than this (promise.py)."""
+    return promise_for(settings).max_age_seconds
 
 
 @dataclass(slots=True)
@@ -139,6 +145,8 @@ class PlatformSummary:
     newest_current_at: datetime | None = None
     first_promise_end: datetime | None = None  # when the next key leaves the promise
     age_sum: float = 0.0
+    newest_success_at: datetime | None = None  # a refresh request's, not a check's
+    copy_lifetime: float | None = None  # the longest a copy was declared to live (seconds)
     # Keys per bucket of AGE_BUCKETS, not cumulative; index len(AGE_BUCKETS): older still.
     by_bucket: list[int] = field(default_factory=lambda: [0] * (len(AGE_BUCKETS) + 1))
 
@@ -167,13 +175,15 @@ class Summary:
 
 def _params(settings: Settings, max_age_seconds: float | None, **extra) -> dict:
     shard = settings.shard
-    promise = promise_seconds(settings)
+    promise = promise_for(settings)
     return {
         "platforms": list(settings.platforms),
         "shard_index": shard.index if shard else None,
         "shard_count": shard.count if shard else None,
-        "promise_seconds": promise,
-        "max_age": promise if max_age_seconds is None else max_age_seconds,
+        "max_age_seconds": promise.max_age_seconds,
+        "staleness_seconds": promise.staleness_seconds,
+        "keeps_copies": promise.keeps_copies,
+        "max_age": promise.max_age_seconds if max_age_seconds is None else max_age_seconds,
         "streak": FAILING_STREAK,
         **extra,
     }
@@ -198,6 +208,9 @@ def _add(p: PlatformSummary, row: dict) -> None:
     p.newest_current_at = _latest(p.newest_current_at, _time(row["newest_current_at"]))
     p.first_promise_end = _earliest(p.first_promise_end, _time(row["first_promise_end"]))
     p.age_sum += row["age_sum"]
+    p.newest_success_at = _latest(p.newest_success_at, _time(row["newest_success_at"]))
+    if row["copy_lifetime"] is not None:
+        p.copy_lifetime = max(p.copy_lifetime or 0.0, row["copy_lifetime"])
     if row["bucket"] is not None:  # NULL: never current, in no finite bucket
         p.by_bucket[row["bucket"]] += row["keys"]
 

@@ -46,8 +46,10 @@ TIMES = (
         "When the first key falls outside the promise unless refreshed (0: one already did).",
     ),
 )
+REQUEST_SUCCESS = PREFIX + "last_request_success_timestamp_seconds"
+COPY_LIFETIME = PREFIX + "copy_lifetime_seconds"
 FAMILIES = frozenset(
-    [LAST_SUCCESS, AGE, WORST, PREFIX + "promise_seconds"]
+    [LAST_SUCCESS, AGE, WORST, REQUEST_SUCCESS, COPY_LIFETIME, PREFIX + "promise_seconds"]
     + [PREFIX + name for name, _, _ in COUNTS]
     + [PREFIX + name for name, _ in TIMES]
 )
@@ -85,6 +87,24 @@ def from_summary(summary: Summary, last_success: float | None, shard: str, promi
     bound.add_metric([shard], promise)
     families.append(bound)
     platforms = list(summary.platforms.values())
+    newest = [p.newest_success_at for p in platforms if p.newest_success_at is not None]
+    request = GaugeMetricFamily(
+        REQUEST_SUCCESS,
+        "When a refresh request of any key last succeeded (0: never); keys skipped as "
+        "unchanged do not move it.",
+        labels=["shard"],
+    )
+    request.add_metric([shard], max(newest).timestamp() if newest else 0.0)
+    families.append(request)
+    lifetimes = [p.copy_lifetime for p in platforms if p.copy_lifetime is not None]
+    lifetime = GaugeMetricFamily(
+        COPY_LIFETIME,
+        "How long a refreshed copy lives: the longest declared expiry of the kept copies, "
+        "else the promise's maximum age.",
+        labels=["shard"],
+    )
+    lifetime.add_metric([shard], max(lifetimes) if lifetimes else promise)
+    families.append(lifetime)
     for name, doc, attr in COUNTS:
         family = GaugeMetricFamily(PREFIX + name, doc, labels=["shard", "platform"])
         for p in platforms:

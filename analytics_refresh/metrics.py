@@ -25,7 +25,7 @@ from .urls import public_host
 log = logging.getLogger(__name__)
 
 JOB_STATUSES = ("succeeded", "failed", "not_attempted", "skipped")
-CHANGE_KINDS = ("changed", "unchanged", "due")
+CHANGE_KINDS = ("changed", "expiring", "due", "unchanged")
 PREFIX = "analytics_refresh_"
 PUSH_JOB = "analytics_refresh"
 PUSH_TIMEOUT_SECONDS = 5.0

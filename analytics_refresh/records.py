@@ -8,11 +8,15 @@ database instead (key_freshness.py).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from . import db
 from . import statements as sql
+from .current import apply_checks
+from .plan import SOURCE_PLATFORMS, Job, build_plan, stream_connected, valid_client_id
+from .settings import Settings
 
 # A key failing this many runs in a row is "failing repeatedly" (status, metrics, alerts).
 FAILING_STREAK = 3
@@ -37,12 +41,25 @@ class KeyState:
     changed_at: datetime | None = None
     verified_at: datetime | None = None  # refreshed, or confirmed unchanged, at this time
     success_planned_at: datetime | None = None  # when the run of the last success started
+    expires_at: datetime | None = None  # until when its copy holds (None: not declared)
+    # The latest change-checking run wanted it refreshed, and it has not succeeded since.
+    pending: bool = False
 
     @property
     def current_at(self) -> datetime | None:
-        """When the cache was last known current: its last success or a later check."""
+        """When the cache was last known current: its last success or a later check, and
+        never past the moment its copy expired (current.py says how checks count)."""
         times = [t for t in (self.last_success_at, self.verified_at) if t is not None]
-        return max(times) if times else None
+        if not times:
+            return None
+        known = max(times)
+        if self.expires_at is not None and self.expires_at < known:
+            return self.expires_at
+        return known
+
+    def expired(self, now: datetime) -> bool:
+        """Whether the copy's declared expiry has passed (False when none was declared)."""
+        return self.expires_at is not None and self.expires_at <= now
 
 
 Key = tuple[str, str]
@@ -53,14 +70,16 @@ ALL_STATES_FROM = 20_000
 
 
 def key_states(conn, jobs: Collection | None = None) -> dict[Key, KeyState]:
-    """Return the state of every key the record knows, or of the keys of ``jobs`` only."""
+    """Return the state of every key (or of the keys of ``jobs``), with when each was checked."""
     with conn.cursor() as cur:
         if jobs is None or len(jobs) > ALL_STATES_FROM:
             cur.execute(sql.KEY_STATES)
         else:
             clients = [job.client_id for job in jobs]
             cur.execute(sql.KEY_STATES_OF, (clients, [job.platform for job in jobs]))
-        return {(row[0], row[1]): KeyState(*row) for row in cur}
+        states = {(row[0], row[1]): KeyState(*row) for row in cur}
+    apply_checks(conn, states)
+    return states
 
 
 def database_now(conn) -> datetime:
@@ -68,6 +87,25 @@ def database_now(conn) -> datetime:
     with conn.cursor() as cur:
         cur.execute(sql.DATABASE_NOW)
         return cur.fetchone()[0]
+
+
+def _trusted(rows: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """Drop the credential rows build_plan would reject, without logging them again."""
+    seen: set[tuple[str, str]] = set()
+    for raw_client, platform in rows:
+        client_id = valid_client_id(raw_client)
+        if client_id is None or platform not in SOURCE_PLATFORMS:
+            continue
+        if (client_id, platform) not in seen:
+            seen.add((client_id, platform))
+            yield client_id, platform
+
+
+def expected_jobs(conn, settings: Settings) -> list[Job]:
+    """Return the jobs a run would plan now (every client; the shard and platforms apply)."""
+    db.require_credentials_table(conn)
+    plan = build_plan(_trusted(stream_connected(conn)), settings.replace(clients=()))
+    return list(dict.fromkeys(plan.jobs))
 
 
 def recent_runs(conn, limit: int) -> tuple[datetime, list[dict]]:

@@ -82,7 +82,7 @@ def outcome(counts: Counter, stopped: bool) -> tuple[str, int]:
     if counts["not_attempted"] or stopped:
         return "interrupted", Interrupted.exit_code
     if counts["failed"]:
-        succeeded = counts["succeeded"] + counts["skipped"]
+        succeeded = counts["succeeded"] + counts["skipped"] + counts["unchanged"]
         return ("partial" if succeeded else "failed"), 1
     return "succeeded", 0
 
@@ -204,7 +204,9 @@ def _run_jobs(ctx: RunContext) -> RunResult:
             " for the selected clients or shard" if settings.clients or settings.shard else "",
         )
     schedule = ordering.decide(ctx.conn, settings, plan, deadline)
-    history.record_planned(plan.jobs, schedule.skipped)
+    # Rows for the jobs it runs and the ones skipped as fresh; none for the unchanged keys,
+    # which the run row counts: a quiet run writes in proportion to what it refreshes.
+    history.record_planned([*schedule.jobs, *(r.job for r in schedule.skipped)], schedule.skipped)
     keeper = Keeper(history, ctx.lock, stop).start()
     client = RefreshClient(settings)
     try:
@@ -223,6 +225,7 @@ def _run_jobs(ctx: RunContext) -> RunResult:
             concurrency=settings.concurrency,
             expected=schedule.expected,
             change_keys=schedule.change_keys,
+            change_seen=schedule.change_seen,
             on_job_done=ctx.hooks.on_job_done,
         )
         run = JobRunner(parts)
@@ -236,6 +239,7 @@ def _run_jobs(ctx: RunContext) -> RunResult:
 
     counts = Counter(r.status for r in run.records)
     counts["not_attempted"] += not_started
+    counts["unchanged"] = schedule.unchanged
     cut_short = not_started > 0 or run.cut_short > 0
     status, code = outcome(counts, stopped=stop.is_set() and cut_short)
     note = stop.reason if stop.is_set() else None
@@ -254,12 +258,12 @@ def _run_jobs(ctx: RunContext) -> RunResult:
         counts["succeeded"],
         counts["failed"],
         len(plan.jobs),
-        extras(counts, sum(1 for k in schedule.kinds.values() if k == "unchanged"), run.retries),
+        extras(counts, schedule.unchanged, run.retries),
         time.time() - wall_started,
         history.run_id,
     )
     limit = parts.limiter.limit if isinstance(parts.limiter, AdaptiveLimit) else None
-    history.finish_run(status, code, _counts(counts, len(plan.jobs)), note, limit)
+    history.finish_run(status, code, _counts(counts, len(plan.jobs), schedule), note, limit)
     prune.after_run(ctx.conn, settings, stop, deadline)
     return RunResult(
         history.run_id,
@@ -299,11 +303,17 @@ def _record_failure(history: History, exc: BaseException, settings: Settings) ->
         )
 
 
-def _counts(counts: Counter, total: int = 0) -> dict:
+def _counts(counts: Counter, total: int = 0, schedule: ordering.Schedule | None = None) -> dict:
+    kinds = Counter(schedule.kinds.values()) if schedule is not None else Counter()
     return {
         "total": total,
         "succeeded": counts["succeeded"],
         "failed": counts["failed"],
         "not_attempted": counts["not_attempted"],
         "skipped": counts["skipped"],
+        "unchanged": counts["unchanged"],
+        "changed": kinds["changed"],
+        "due": kinds["due"],
+        "expiring": kinds["expiring"],
+        "checked_changes": bool(schedule is not None and schedule.checked_changes),
     }
