@@ -232,3 +232,55 @@ def test_status_expects_the_keys_a_run_plans_from_an_untidy_text_table(
         == sorted([(alice, "shopify"), (alice, "all"), (bob, "amazon"), (bob, "all")])
     )
     assert status_json(run_env, capsys)["stale_count"] == 0  # and now all are current
+
+
+def add_checking_run(db, shard: str, minutes_ago: float, wrote: list[tuple[str, str]]) -> None:
+    """Record a finished change-checking run of ``shard`` that wrote rows for ``wrote``."""
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO refresh_runs (run_id, trigger, host, shard, started_at, finished_at,"
+            " status, exit_code, checked_changes) VALUES (gen_random_uuid(), 'cron', 'h', %s,"
+            " now() - make_interval(mins => %s), now() - make_interval(mins => %s - 1),"
+            " 'succeeded', 0, true) RETURNING run_id",
+            (shard, minutes_ago, minutes_ago),
+        )
+        (run_id,) = cur.fetchone()
+        for client, platform in wrote:
+            cur.execute(
+                "INSERT INTO refresh_jobs (run_id, client_id, platform, status) "
+                "VALUES (%s, %s, %s, 'failed')",
+                (run_id, client, platform),
+            )
+
+
+def test_the_database_and_the_run_agree_when_each_key_was_last_current(run_env, db, capsys):
+    from analytics_refresh import key_freshness, records
+    from analytics_refresh.settings import Settings
+
+    clients = build_fleet(db, 60, age_minutes=300)
+    with db.cursor() as cur:  # change-aware keys; one copy expired before a check, one lives
+        cur.execute("UPDATE refresh_state SET change_key = 'k'")
+        cur.execute(
+            "UPDATE refresh_state SET expires_at = now() - interval '3 hours' WHERE client_id = %s",
+            (clients[0],),
+        )
+        cur.execute(
+            "UPDATE refresh_state SET expires_at = now() + interval '1 hour' WHERE client_id = %s",
+            (clients[1],),
+        )
+    shard_1_of_2 = [c for c in clients if shard_of(c, 2) == 1]
+    add_checking_run(db, "", 120, [(clients[2], "shopify")])
+    add_checking_run(db, "1/2", 30, [(shard_1_of_2[0], "amazon")])
+    add_checking_run(db, "0/2", 200, [])
+
+    settings = Settings()
+    in_sql = {
+        (k.client_id, k.platform): k.current_at
+        for k in key_freshness.stream(db, settings, max_age_seconds=9000)
+    }
+    in_python = {key: s.current_at for key, s in records.key_states(db).items()}
+    assert in_sql == in_python
+    # The cases are all there: confirmed by either run, pending, capped by the expiry.
+    assert len(set(in_sql.values())) >= 4
+    report = status_json(run_env, capsys)
+    assert report["stale_count"] >= 3  # the expired copies and the pending key
