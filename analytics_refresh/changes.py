@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 # deadline leaves: the refreshes it decides about need the rest.
 QUERY_SECONDS = 30.0
 QUERY_SHARE = 0.25
-KINDS = ("changed", "expiring", "due", "unchanged")
 
 
 class ChangeQueryError(Exception):

@@ -24,7 +24,8 @@ from . import statements as sql
 from .plan import shard_of
 
 if TYPE_CHECKING:
-    from .records import Key, KeyState
+    from .outcome import KeyState
+    from .records import Key
 
 
 @dataclass(frozen=True)

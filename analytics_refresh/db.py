@@ -38,6 +38,7 @@ NEWEST_COLUMNS = (
     ("refresh_runs", "concurrency_limit"),
     ("refresh_runs", "machine"),
     ("refresh_state", "verified_at"),
+    ("refresh_runs", "lock_pid"),
     ("refresh_state", "expires_at"),
     ("refresh_runs", "checked_changes"),
 )

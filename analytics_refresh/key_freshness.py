@@ -43,14 +43,15 @@ _STALE = (
 )
 _KEY_COLUMNS = f"""
     client_id::text, platform, last_attempt_at, last_status, last_error, consecutive_failures,
-    last_success_at, changed_at, current_at, age_seconds,
+    last_success_at, changed_at, expires_at, expired, pending, current_at, age_seconds,
     CASE WHEN changed_at IS NOT NULL
          THEN greatest(0, extract(epoch FROM now() - changed_at))::float8 END, {_STALE}
 """
 # Stalest first (never current ahead of all), then in plan order: client, platform.
 _ORDER = "ORDER BY current_at ASC NULLS FIRST, client_id, platform_order"
 _NO_KEY = "NULL::text, NULL, NULL::timestamptz, NULL, NULL, NULL::integer, NULL::timestamptz, "
-_NO_KEY += "NULL::timestamptz, NULL::timestamptz, NULL::float8, NULL::float8, NULL::boolean"
+_NO_KEY += "NULL::timestamptz, NULL::timestamptz, NULL::boolean, NULL::boolean, "
+_NO_KEY += "NULL::timestamptz, NULL::float8, NULL::float8, NULL::boolean"
 
 # One pass over the keys (materialized once) answers the counts, the worst keys and the
 # longest failure streaks: each further pass would cost as much as the first.
@@ -120,6 +121,9 @@ class KeyRow:
     consecutive_failures: int
     last_success_at: datetime | None
     changed_at: datetime | None
+    expires_at: datetime | None  # until when its copy holds (None: not declared)
+    expired: bool
+    pending: bool  # a change the latest checking run saw is not reflected yet
     current_at: datetime | None  # last known current; None: never
     age_seconds: float | None
     changed_seconds: float | None

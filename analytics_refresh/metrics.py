@@ -18,21 +18,20 @@ from prometheus_client.core import GaugeMetricFamily
 
 from . import db, key_freshness, key_metrics, records
 from .errors import first_line
-from .runner import RunResult
+from .outcome import CHANGE_KINDS, JOB_STATUSES, RunResult
 from .settings import Settings
 from .urls import public_host
 
 log = logging.getLogger(__name__)
 
-JOB_STATUSES = ("succeeded", "failed", "not_attempted", "skipped")
-CHANGE_KINDS = ("changed", "expiring", "due", "unchanged")
 PREFIX = "analytics_refresh_"
 PUSH_JOB = "analytics_refresh"
 PUSH_TIMEOUT_SECONDS = 5.0
 
 
 def shard_label(settings: Settings) -> str:
-    return str(settings.shard) if settings.shard else "none"
+    """The run's shard as a label: the history's, or "none" (a label cannot be empty)."""
+    return settings.shard_label or "none"
 
 
 def metrics_path(settings: Settings) -> Path | None:
@@ -97,7 +96,7 @@ def publish(settings: Settings, result: RunResult) -> None:
         return
     known = None
     # Exit 4: the database was unreachable moments ago; do not wait on it a second time.
-    if result.exit_code != 4:
+    if not result.database_failed:
         try:
             known = _from_database(settings)
         except Exception as exc:

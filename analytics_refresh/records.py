@@ -9,57 +9,17 @@ database instead (key_freshness.py).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 
 from . import db
 from . import statements as sql
 from .current import apply_checks
+from .outcome import KeyState
 from .plan import SOURCE_PLATFORMS, Job, build_plan, stream_connected, valid_client_id
 from .settings import Settings
 
 # A key failing this many runs in a row is "failing repeatedly" (status, metrics, alerts).
 FAILING_STREAK = 3
-
-
-# Slotted, not frozen: a status of 300,000 keys builds 600,000 of these and a frozen
-# dataclass costs six times as much to build.
-@dataclass(slots=True)
-class KeyState:
-    """What the record knows of one client x platform."""
-
-    client_id: str
-    platform: str
-    last_attempt_at: datetime | None = None
-    last_status: str | None = None
-    last_error: str | None = None
-    last_http_status: int | None = None
-    consecutive_failures: int = 0
-    last_success_at: datetime | None = None
-    last_duration_ms: int | None = None
-    change_key: str | None = None
-    changed_at: datetime | None = None
-    verified_at: datetime | None = None  # refreshed, or confirmed unchanged, at this time
-    success_planned_at: datetime | None = None  # when the run of the last success started
-    expires_at: datetime | None = None  # until when its copy holds (None: not declared)
-    # The latest change-checking run wanted it refreshed, and it has not succeeded since.
-    pending: bool = False
-
-    @property
-    def current_at(self) -> datetime | None:
-        """When the cache was last known current: its last success or a later check, and
-        never past the moment its copy expired (current.py says how checks count)."""
-        times = [t for t in (self.last_success_at, self.verified_at) if t is not None]
-        if not times:
-            return None
-        known = max(times)
-        if self.expires_at is not None and self.expires_at < known:
-            return self.expires_at
-        return known
-
-    def expired(self, now: datetime) -> bool:
-        """Whether the copy's declared expiry has passed (False when none was declared)."""
-        return self.expires_at is not None and self.expires_at <= now
 
 
 Key = tuple[str, str]

@@ -172,6 +172,9 @@ def key_dict(r: KeyRow) -> dict:
         "consecutive_failures": r.consecutive_failures,
         "data_changed_at": _iso(r.changed_at),
         "data_changed_hours": _hours(r.changed_seconds),
+        "expires_at": _iso(r.expires_at),
+        "expired": r.expired,
+        "change_pending": r.pending,
     }
 
 
@@ -192,7 +195,9 @@ def _run_dict(run: dict) -> dict:
             "failed": run["jobs_failed"],
             "not_attempted": run["jobs_not_attempted"],
             "skipped": run["jobs_skipped"],
+            "unchanged": run["jobs_unchanged"],
         },
+        "checked_changes": run["checked_changes"],
         "note": run["note"],
     }
 

@@ -52,14 +52,15 @@ class Records:
     quiet: RunCost
     changed: int
 
-    def rows_per_day(self, runs: list[tuple[float, float, int]]) -> float:
-        """Rows a day of runs would write: each run's constant plus its refreshes' rows."""
+    def rows_per_day(self, runs: list[tuple[float, float, int]], scale: float = 1.0) -> float:
+        """Rows a day of runs would write: each run's constant plus its refreshes' rows, the
+        refreshes of each run multiplied by ``scale`` (more clients, the same traffic)."""
         per_job, fixed = self._line(lambda c: c.rows)
-        return sum(fixed + per_job * jobs for *_, jobs in runs)
+        return sum(fixed + per_job * jobs * scale for *_, jobs in runs)
 
-    def lines_per_day(self, runs: list[tuple[float, float, int]]) -> float:
+    def lines_per_day(self, runs: list[tuple[float, float, int]], scale: float = 1.0) -> float:
         per_job, fixed = self._line(lambda c: c.log_lines)
-        return sum(fixed + per_job * jobs for *_, jobs in runs)
+        return sum(fixed + per_job * jobs * scale for *_, jobs in runs)
 
     def _line(self, value) -> tuple[float, float]:
         """The straight line through the quiet run and the full classic run."""

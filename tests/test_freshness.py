@@ -220,6 +220,7 @@ def test_a_quiet_key_stays_current_from_the_run_that_checked_it(
     caches = {(c["client_id"], c["platform"]): c for c in json.loads(capsys.readouterr().out)[
         "caches"]}  # fmt: skip
     assert caches[(shops[0], "shopify")]["stale"]  # 5 hours since its last refresh
+    assert caches[(shops[0], "shopify")]["change_pending"]
     assert caches[(shops[0], "all")]["stale"]
     assert not caches[(shops[0], "amazon")]["stale"]  # checked unchanged by the failed run
 
@@ -233,6 +234,7 @@ def test_an_expired_copy_is_not_current_whatever_its_age(run_env, api_factory, s
     report = json.loads(capsys.readouterr().out)
     assert report["stale_count"] == 7
     assert all(c["age_hours"] < 0.1 for c in report["caches"])  # young, and expired
+    assert all(c["expired"] and c["expires_at"] for c in report["caches"])
 
 
 def test_a_detected_change_is_never_skipped_as_fresh(run_env, api_factory, shops, db):
