@@ -84,8 +84,7 @@ SELECT k.client_id,
        s.last_success_at IS NULL OR e.promise_until <= now() AS outside_promise
 FROM keys AS k
 LEFT JOIN refresh_state AS s ON s.client_id = k.client_id AND s.platform = k.platform
-CROSS JOIN (SELECT (SELECT run_id FROM whole) AS run_id,
-                   (SELECT started_at FROM whole) AS started_at) AS w
+LEFT JOIN whole AS w ON true  -- one row at most: the latest unsharded checking run
 -- Only with sharded checking runs is each client's shard computed (plan.shard_of).
 LEFT JOIN parts AS p
     ON EXISTS (SELECT 1 FROM parts)
