@@ -140,6 +140,38 @@ def write_seconds(env: dict, url: str, path: Path) -> float:
     return float(proc.stdout.strip().splitlines()[-1])
 
 
+def _backend_cpu(pid: int) -> float | None:
+    """Return the CPU seconds a local PostgreSQL backend has used, or None when unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def summary_cpu(env: dict, url: str) -> tuple[float, float | None, float]:
+    """Return the summary query's wall seconds, its backend's CPU seconds, and ours.
+
+    CPU seconds do not grow with the machine's load the way wall seconds do on a shared
+    machine; the backend's are readable only when the server runs here.
+    """
+    from analytics_refresh import key_freshness
+    from analytics_refresh.settings import Settings
+
+    settings = Settings.from_env({**env, "DATABASE_URL": url})
+    conn = data.connect(url)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        (pid,) = cur.fetchone()
+    before, ours = _backend_cpu(pid), time.process_time()
+    started = time.perf_counter()
+    key_freshness.read(conn, settings, worst=20, streaks=20)
+    wall = time.perf_counter() - started
+    after, ours = _backend_cpu(pid), time.process_time() - ours
+    conn.close()
+    return wall, None if before is None or after is None else after - before, ours
+
+
 def promtool_check(path: Path) -> str:
     """Return ``clean``, the findings, or ``not run`` when promtool is not installed."""
     promtool = shutil.which("promtool")
@@ -167,7 +199,8 @@ def measure(server: str, env: dict, clients: int, repeat: int, backend) -> dict:
     stale, fresh = make_stale(ds.url)
     workdir = Path(env["BENCH_WORKDIR"])
     path = workdir / "fleet.prom"
-    figures = {"run": [], "write": [], "status": [], "status_json": []}
+    figures = {"run": [], "write": [], "status": [], "status_json": [], "query": []}
+    cpu = []
     outputs = {}
     load = []  # the machine's 1-minute load average: the times are wall times
     for round_ in range(1, repeat + 1):
@@ -178,6 +211,10 @@ def measure(server: str, env: dict, clients: int, repeat: int, backend) -> dict:
         figures["status"].append(seconds)
         seconds, outputs["status_json"] = status(env, ds.url, "--json")
         figures["status_json"].append(seconds)
+        wall, backend_cpu, our_cpu = summary_cpu(env, ds.url)
+        figures["query"].append(wall)
+        if backend_cpu is not None:
+            cpu.append(backend_cpu + our_cpu)
         print(
             f"  round {round_}/{repeat}: run {figures['run'][-1]:.2f}s, "
             f"write {figures['write'][-1]:.2f}s, status {figures['status'][-1]:.2f}s, "
@@ -196,6 +233,7 @@ def measure(server: str, env: dict, clients: int, repeat: int, backend) -> dict:
         "medians": {k: statistics.median(v) for k, v in figures.items()},
         "samples": figures,
         "load": statistics.median(load),
+        "query_cpu": statistics.median(cpu) if cpu else None,
         "cpus": os.cpu_count(),
         "file_bytes": len(text.encode()),
         "series": len(samples),
@@ -228,6 +266,12 @@ def report(f: dict, repeat: int) -> str:
             f"| `status --json` | {m['status_json']:.2f} s, "
             f"{f['status_json_bytes'] / KB:,.1f} KB |",
             f"| `promtool check metrics` | {f['promtool']} |",
+            f"| the summary's query (counts, worst keys, streaks) | {m['query']:.2f} s wall, "
+            + (
+                f"{f['query_cpu']:.2f} s CPU (database + client) |"
+                if f["query_cpu"] is not None
+                else "CPU not readable (a remote server) |"
+            ),
             f"| load average while timing (median) | {f['load']:.1f} on {f['cpus']} CPUs |",
             "",
             "| goal | |",
