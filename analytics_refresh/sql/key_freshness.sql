@@ -19,13 +19,13 @@
 -- current_at (NULL: never), age_seconds (since current_at; NULL: never), promise_until
 -- (when it leaves the promise unless refreshed; NULL: never refreshed, outside already),
 -- outside_promise.
-WITH credentials AS (
+WITH credentials AS NOT MATERIALIZED (
     -- __CLIENT_ID__: the id as a uuid, NULL when it is none (key_freshness.py: a uuid
     -- column as it is; a text column's value read as plan.valid_client_id reads it).
     SELECT __CLIENT_ID__ AS client_id, platform::text AS platform
     FROM client_api_credentials
     WHERE status = 'connected' AND platform::text IN ('shopify', 'amazon')
-), connected AS (
+), connected AS NOT MATERIALIZED (
     SELECT client_id, platform
     FROM credentials
     WHERE client_id IS NOT NULL
@@ -55,9 +55,14 @@ WITH credentials AS (
 ), whole AS (
     SELECT run_id, started_at FROM checks WHERE shard = ''
 ), parts AS (
-    -- Sharded checking runs of the newest shard count: a count used before has older runs.
-    SELECT run_id, started_at, idx, cnt FROM checks
-    WHERE cnt = (SELECT cnt FROM checks WHERE cnt IS NOT NULL ORDER BY started_at DESC LIMIT 1)
+    -- Sharded checking runs of the newest shard count (a count used before has older
+    -- runs), as arrays indexed by shard + 1: read once, not joined per key.
+    SELECT n.cnt, array_agg(c.run_id ORDER BY i) AS run_ids,
+           array_agg(c.started_at ORDER BY i) AS starts
+    FROM (SELECT cnt FROM checks WHERE cnt IS NOT NULL ORDER BY started_at DESC LIMIT 1) AS n
+    CROSS JOIN generate_series(0, n.cnt - 1) AS i
+    LEFT JOIN checks AS c ON c.cnt = n.cnt AND c.idx = i
+    GROUP BY n.cnt
 ), written AS (
     -- The keys those runs wrote a row for: in a quiet run, the few it refreshed.
     SELECT j.run_id, j.client_id, j.platform FROM refresh_jobs AS j
@@ -84,21 +89,26 @@ SELECT k.client_id,
        s.last_success_at IS NULL OR e.promise_until <= now() AS outside_promise
 FROM keys AS k
 LEFT JOIN refresh_state AS s ON s.client_id = k.client_id AND s.platform = k.platform
-LEFT JOIN whole AS w ON true  -- one row at most: the latest unsharded checking run
+-- The latest checking runs, each a value computed once (initplans), not a join per key.
+CROSS JOIN (
+    SELECT (SELECT run_id FROM whole) AS run_id, (SELECT started_at FROM whole) AS started_at,
+           (SELECT cnt FROM parts) AS cnt, (SELECT run_ids FROM parts) AS run_ids,
+           (SELECT starts FROM parts) AS starts
+) AS g
 -- Only with sharded checking runs is each client's shard computed (plan.shard_of).
-LEFT JOIN parts AS p
-    ON EXISTS (SELECT 1 FROM parts)
-   AND p.idx = mod(
-           ('x' || encode(substring(sha256(uuid_send(k.client_id)) FROM 1 FOR 4), 'hex'))
-               ::bit(32)::bigint::numeric * 4294967296
-           + ('x' || encode(substring(sha256(uuid_send(k.client_id)) FROM 5 FOR 4), 'hex'))
-               ::bit(32)::bigint,
-           p.cnt)
--- The latest checking run covering the key.
 CROSS JOIN LATERAL (
-    SELECT CASE WHEN p.started_at > w.started_at OR w.started_at IS NULL THEN p.run_id
-                ELSE w.run_id END AS run_id,
-           greatest(w.started_at, p.started_at) AS started_at
+    SELECT CASE WHEN g.cnt IS NOT NULL THEN 1 + mod(
+               ('x' || encode(substring(sha256(uuid_send(k.client_id)) FROM 1 FOR 4), 'hex'))
+                   ::bit(32)::bigint::numeric * 4294967296
+               + ('x' || encode(substring(sha256(uuid_send(k.client_id)) FROM 5 FOR 4), 'hex'))
+                   ::bit(32)::bigint,
+               g.cnt)::integer END AS slot
+) AS sh
+-- The latest checking run covering the key: the unsharded one or its shard's.
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN g.starts[sh.slot] > g.started_at OR g.started_at IS NULL
+                THEN g.run_ids[sh.slot] ELSE g.run_id END AS run_id,
+           greatest(g.started_at, g.starts[sh.slot]) AS started_at
 ) AS chk
 LEFT JOIN written AS wr
     ON wr.run_id = chk.run_id AND wr.client_id = k.client_id AND wr.platform = k.platform
