@@ -125,6 +125,19 @@ def build_parser() -> Parser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_int_between(0, 65535), default=5000)
 
+    commands.add_parser(
+        "listen",
+        help="refresh each key soon after its data changes, until SIGTERM/SIGINT "
+        "[env REFRESH_SETTLE_SECONDS, REFRESH_MAX_DELAY_SECONDS, REFRESH_POLL_SECONDS]",
+    )
+    request = commands.add_parser("request", help="ask the listeners to refresh a client now")
+    request.add_argument("client_id", type=client_id, metavar="CLIENT_ID")
+    request.add_argument(
+        "--platform",
+        choices=PLATFORMS,
+        help="only this key (default: every platform of the client)",
+    )
+
     demo = commands.add_parser("demo", help="the whole system on this machine, then one run")
     demo.add_argument("--clients", type=_int_between(1, 10_000), default=4)
     demo.add_argument("--skus", type=_int_between(1, 100_000), default=200)
@@ -224,6 +237,20 @@ def cmd_status(args, settings: Settings, proc) -> int:
     return show_status(settings, as_json=args.json, max_age_hours=args.max_age, runs=args.runs)
 
 
+def cmd_listen(args, settings: Settings, proc) -> int:
+    from .listen.worker import listen
+
+    with handle_signals(proc.stop):
+        return listen(settings, proc.stop)
+
+
+def cmd_request(args, settings: Settings, proc) -> int:
+    from .listen.request import request
+
+    print(request(settings, args.client_id, args.platform))
+    return 0
+
+
 def cmd_demo(args, settings: Settings, proc) -> int:
     from .demo import run_demo
 
@@ -258,6 +285,8 @@ COMMANDS = {
     "serve": Command(cmd_serve, logs=True),
     "check": Command(cmd_check, configure=_check_settings, explain=_explain_settings),
     "status": Command(cmd_status),
+    "listen": Command(cmd_listen, logs=True),
+    "request": Command(cmd_request),
     "demo": Command(
         cmd_demo, run=True, logs=True, configure=lambda s, _a: s.replace(trigger="demo")
     ),

@@ -196,6 +196,7 @@ def init_schema(conn) -> None:
         try:
             cur.execute(sql.NO_STATEMENT_TIMEOUT)  # filling the state may take a while
             cur.execute(read_sql("runner_schema.sql"))
+            cur.execute(read_sql("listen_schema.sql"))
         finally:
             cur.execute(sql.INIT_UNLOCK)
 

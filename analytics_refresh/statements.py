@@ -62,6 +62,8 @@ RUNNING_ELSEWHERE = """
            extract(epoch FROM now() - coalesce(heartbeat_at, started_at))::float8, machine
     FROM refresh_runs
     WHERE status = 'running' AND run_id <> %(run_id)s
+      -- A listener's rounds hold no run lock; claims keep them apart from runs instead.
+      AND trigger <> 'listen'
       AND (%(shard)s = '' OR shard = %(shard)s OR split_part(shard, '/', 2) <> %(count)s)
 """
 MARK_ABANDONED = """
