@@ -52,6 +52,8 @@ class RunParts:
     # The change key each job's data had when the run began, stored with its success.
     change_keys: Mapping[Job, str] = field(default_factory=dict)
     on_job_done: Callable[[JobRecord], None] | None = None
+    # Claims on the keys (run_claims.RunClaims): a key a listener holds is skipped.
+    claims: object | None = None
 
 
 class JobRunner:
@@ -91,6 +93,23 @@ class JobRunner:
         )
 
     def execute(self, job: Job) -> JobRecord:
+        """Refresh one job under its key's claim, if the run has claims; never raises."""
+        claims = self.parts.claims
+        if claims is None:
+            return self.attempt_all(job)
+        if not claims.take(job):
+            record = JobRecord(job, "skipped", error=claims.SKIP_REASON)
+            log.info("⏭ SKIPPED - %s: %s", job, record.error, extra=record.log_fields())
+            self.save(record)
+            return record
+        record = None
+        try:
+            record = self.attempt_all(job)
+            return record
+        finally:
+            claims.release(job, record.status if record is not None else "failed")
+
+    def attempt_all(self, job: Job) -> JobRecord:
         """Refresh one job with retries; never raises."""
         started = time.monotonic()
         attempts, reminted = 0, False

@@ -28,6 +28,7 @@ from .lock import RunLock
 from .logs import redact
 from .plan import Plan, build_plan, stream_connected
 from .retry import RetryPolicy
+from .run_claims import RunClaims
 from .settings import Settings
 from .stop import StopRequest
 from .summary import extras, summarise_failures
@@ -207,6 +208,7 @@ def _run_jobs(ctx: RunContext) -> RunResult:
     history.record_planned(plan.jobs, schedule.skipped)
     keeper = Keeper(history, ctx.lock, stop).start()
     client = RefreshClient(settings)
+    claims = RunClaims.open(history.url, history.run_id, settings)
     try:
         parts = RunParts(
             client=client,
@@ -224,6 +226,7 @@ def _run_jobs(ctx: RunContext) -> RunResult:
             expected=schedule.expected,
             change_keys=schedule.change_keys,
             on_job_done=ctx.hooks.on_job_done,
+            claims=claims,
         )
         run = JobRunner(parts)
         run.record_skipped(schedule.skipped)
@@ -231,6 +234,8 @@ def _run_jobs(ctx: RunContext) -> RunResult:
     finally:
         keeper.close()
         client.close()
+        if claims is not None:
+            claims.close()
     # Losing the lock after the last job started must not pass unnoticed either.
     keeper.check_lock(now=True)
 

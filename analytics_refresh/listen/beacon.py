@@ -17,8 +17,8 @@ from collections.abc import Callable
 from .. import db
 from ..errors import first_line
 from ..heartbeat import Heartbeat
+from ..key_claims import RENEW_SECONDS, Claims
 from . import queries as sql
-from .claims import RENEW_SECONDS, Claims
 from .gauges import Gauges
 from .guard import bounded
 

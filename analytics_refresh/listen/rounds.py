@@ -20,13 +20,13 @@ from ..clock import Deadline
 from ..history import History
 from ..jobs import JobRunner, RunParts
 from ..keeper import Keeper
+from ..key_claims import Claims
 from ..lease import machine_id
 from ..plan import Job
 from ..retry import RetryPolicy
 from ..runner import outcome
 from ..settings import Settings
 from ..stop import StopRequest
-from .claims import Claims
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from ..client import RefreshClient
 from ..concurrency import make_limit
 from ..errors import DatabaseError, RefreshError, first_line
 from ..heartbeat import Heartbeat
+from ..key_claims import LEASE_SECONDS, Claims
 from ..settings import Settings
 from ..stop import StopRequest
 from . import pending as pending_keys
 from . import queries as sql
 from . import rounds
 from .beacon import Beacon
-from .claims import LEASE_SECONDS, Claims
 from .gauges import Gauges
 from .guard import bounded
 from .wakeup import Unavailable, Wakeup

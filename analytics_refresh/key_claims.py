@@ -20,10 +20,102 @@ from datetime import datetime
 
 import psycopg2.extras
 
-from ..plan import Job
-from . import queries as sql
+from .plan import Job
 
 log = logging.getLogger(__name__)
+
+ENSURE_ROWS = """
+    INSERT INTO refresh_claims (client_id, platform)
+    SELECT * FROM unnest(%(clients)s::uuid[], %(platforms)s::text[])
+    ON CONFLICT DO NOTHING
+"""
+# A listener takes each free key that is still pending, skipping rows another holder has
+# locked this instant, and reads the versions its refresh will cover.
+CLAIM = """
+    WITH free AS (
+        SELECT c.client_id, c.platform
+        FROM refresh_claims AS c
+        JOIN unnest(%(clients)s::uuid[], %(platforms)s::text[]) AS w (client_id, platform)
+          ON c.client_id = w.client_id AND c.platform = w.platform
+        WHERE (c.claimed_until IS NULL OR c.claimed_until < now())
+          AND EXISTS (SELECT 1 FROM refresh_requests AS r
+                      WHERE r.client_id = c.client_id
+                        AND (c.platform = 'all' OR r.platform = c.platform)
+                        AND r.version > CASE r.platform WHEN 'shopify' THEN c.covered_shopify
+                                                        ELSE c.covered_amazon END)
+        FOR UPDATE OF c SKIP LOCKED
+    )
+    UPDATE refresh_claims AS c
+    SET claimed_by = %(holder)s, claimed_until = now() + %(lease)s * interval '1 second'
+    FROM free
+    WHERE c.client_id = free.client_id AND c.platform = free.platform
+    RETURNING c.client_id::text, c.platform, now(),
+        (SELECT r.version FROM refresh_requests AS r
+         WHERE r.client_id = c.client_id AND r.platform = 'shopify'),
+        (SELECT r.version FROM refresh_requests AS r
+         WHERE r.client_id = c.client_id AND r.platform = 'amazon')
+"""
+# A run takes one key unless a live holder has it (a failed key's pause does not stop a
+# run, whose schedule says when it is due).
+CLAIM_FOR_RUN = """
+    INSERT INTO refresh_claims AS c (client_id, platform, claimed_by, claimed_until)
+    VALUES (%(client_id)s, %(platform)s, %(holder)s, now() + %(lease)s * interval '1 second')
+    ON CONFLICT (client_id, platform) DO UPDATE
+        SET claimed_by = excluded.claimed_by, claimed_until = excluded.claimed_until
+        WHERE c.claimed_by IS NULL OR c.claimed_until < now() OR c.claimed_by = %(holder)s
+    RETURNING now(),
+        (SELECT r.version FROM refresh_requests AS r
+         WHERE r.client_id = %(client_id)s AND r.platform = 'shopify'),
+        (SELECT r.version FROM refresh_requests AS r
+         WHERE r.client_id = %(client_id)s AND r.platform = 'amazon')
+"""
+RENEW = """
+    UPDATE refresh_claims SET claimed_until = now() + %(lease)s * interval '1 second'
+    WHERE claimed_by = %(holder)s
+"""
+# How each claimed key ended: a success covers the versions read at its claim; a failure
+# pauses the key (doubling, capped) so a failing backend is not called in a loop; a key
+# never attempted (a stop) is only let go.
+RELEASE = """
+    WITH b (client_id, platform, outcome, shopify, amazon, read_at, holder, pause, pause_max)
+        AS (VALUES %s)
+    UPDATE refresh_claims AS c SET
+        claimed_by = NULL,
+        claimed_until = CASE WHEN b.outcome = 'failed'
+            THEN now() + least(b.pause_max, b.pause * 2 ^ least(c.failures, 16))
+                         * interval '1 second' END,
+        failures = CASE b.outcome WHEN 'succeeded' THEN 0
+                                  WHEN 'failed' THEN c.failures + 1 ELSE c.failures END,
+        covered_shopify = CASE WHEN b.outcome = 'succeeded'
+            THEN greatest(c.covered_shopify, coalesce(b.shopify, 0)) ELSE c.covered_shopify END,
+        covered_amazon = CASE WHEN b.outcome = 'succeeded'
+            THEN greatest(c.covered_amazon, coalesce(b.amazon, 0)) ELSE c.covered_amazon END,
+        covered_at = CASE WHEN b.outcome = 'succeeded' THEN b.read_at ELSE c.covered_at END
+    FROM b
+    WHERE c.client_id = b.client_id::uuid AND c.platform = b.platform
+      AND c.claimed_by = b.holder
+"""
+RELEASE_TEMPLATE = (
+    "(%s, %s, %s, %s::bigint, %s::bigint, %s::timestamptz, %s, %s::float8, %s::float8)"
+)
+# A source row's first unreflected change is cleared once every key that follows it has
+# covered its version, so the next burst is timed from its own first change.
+CLEAR_PENDING = """
+    UPDATE refresh_requests AS r SET pending_since = NULL
+    WHERE r.client_id = ANY (%(clients)s::uuid[]) AND r.pending_since IS NOT NULL
+      AND NOT EXISTS (
+          SELECT 1
+          FROM unnest(%(platforms)s::text[]) AS k (platform)
+          LEFT JOIN refresh_claims AS c ON c.client_id = r.client_id AND c.platform = k.platform
+          WHERE k.platform IN (r.platform, 'all')
+            AND EXISTS (SELECT 1 FROM client_api_credentials AS a
+                        WHERE a.client_id = r.client_id AND a.status = 'connected'
+                          AND (k.platform = 'all' OR a.platform = k.platform))
+            AND r.version > CASE r.platform WHEN 'shopify' THEN coalesce(c.covered_shopify, 0)
+                                            ELSE coalesce(c.covered_amazon, 0) END)
+"""
+LET_GO = "UPDATE refresh_claims SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = %s"
+
 
 # A live holder renews its claims every RENEW_SECONDS; a claim not renewed for LEASE_SECONDS
 # belongs to a holder that is gone (six missed renewals: room for a database restart).
@@ -68,8 +160,8 @@ class Claims:
             "lease": self.lease,
         }
         with conn.cursor() as cur:
-            cur.execute(sql.ENSURE_ROWS, params)
-            cur.execute(sql.CLAIM, params)
+            cur.execute(ENSURE_ROWS, params)
+            cur.execute(CLAIM, params)
             rows = cur.fetchall()
         taken = [Claim(Job(c, p), at, s, a) for c, p, at, s, a in rows]
         with self._mutex:
@@ -89,7 +181,7 @@ class Claims:
             "lease": self.lease,
         }
         with conn.cursor() as cur:
-            cur.execute(sql.CLAIM_FOR_RUN, params)
+            cur.execute(CLAIM_FOR_RUN, params)
             row = cur.fetchone()
         if row is None:
             return None
@@ -110,7 +202,7 @@ class Claims:
             return
         started = time.monotonic()
         with conn.cursor() as cur:
-            cur.execute(sql.RENEW, {"holder": self.holder, "lease": self.lease})
+            cur.execute(RENEW, {"holder": self.holder, "lease": self.lease})
             renewed = cur.rowcount
         with self._mutex:
             if renewed < min(count, len(self.held)) or started - self.renewed_at > self.lease:
@@ -148,10 +240,10 @@ class Claims:
         if not rows:
             return
         with conn.cursor() as cur:
-            psycopg2.extras.execute_values(cur, sql.RELEASE, rows, template=sql.RELEASE_TEMPLATE)
+            psycopg2.extras.execute_values(cur, RELEASE, rows, template=RELEASE_TEMPLATE)
             covered = sorted({r[0] for r in rows if r[2] == "succeeded"})
             if covered:
-                cur.execute(sql.CLEAR_PENDING, {"clients": covered, "platforms": list(platforms)})
+                cur.execute(CLEAR_PENDING, {"clients": covered, "platforms": list(platforms)})
 
     def forget(self, jobs: Iterable[Job]) -> None:
         """Stop renewing ``jobs`` (a round that failed): their leases run out by themselves."""
@@ -162,6 +254,6 @@ class Claims:
     def let_go(self, conn) -> None:
         """Free every key this holder still has (a clean stop)."""
         with conn.cursor() as cur:
-            cur.execute(sql.LET_GO, (self.holder,))
+            cur.execute(LET_GO, (self.holder,))
         with self._mutex:
             self.held.clear()
