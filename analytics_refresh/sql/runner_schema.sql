@@ -120,3 +120,48 @@ BEGIN
     ON CONFLICT (client_id, platform) DO NOTHING;
 END
 $fill$;
+
+-- change record: begin (the same text in analytics_refresh/sql/runner_schema.sql and
+-- dashboard_api/schema.sql, whichever is installed first creates it)
+-- One row per client x platform whose data changed: a version bumped by every change (by
+-- the application's triggers, or by its loader through analytics_refresh_request()), so a
+-- change key built on it moves on deletes and on late commits alike. The row lock of the
+-- upsert orders the bumps of one key by commit, and keys are compared for equality only.
+CREATE TABLE IF NOT EXISTS refresh_requests (
+    client_id      uuid NOT NULL,
+    platform       text NOT NULL CHECK (platform IN ('shopify', 'amazon')),
+    version        bigint NOT NULL DEFAULT 0,
+    requested_at   timestamptz NOT NULL DEFAULT now(),  -- the newest change
+    pending_since  timestamptz,  -- the first change not yet reflected, or NULL
+    PRIMARY KEY (client_id, platform)
+);
+
+-- Record a change of one key (or, with no platform, of every platform of the client) and
+-- wake any listener. Keys are locked in a fixed order, so two statements touching the same
+-- keys wait for each other instead of deadlocking.
+CREATE OR REPLACE FUNCTION analytics_refresh_request(client_id uuid, platform text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql AS $request$
+BEGIN
+    IF client_id IS NULL THEN
+        RAISE EXCEPTION 'analytics_refresh_request: client_id must not be NULL';
+    END IF;
+    IF platform IS NOT NULL AND platform NOT IN ('shopify', 'amazon') THEN
+        RAISE EXCEPTION 'analytics_refresh_request: platform must be shopify, amazon or NULL, not %',
+            platform;
+    END IF;
+    INSERT INTO refresh_requests AS r (client_id, platform, version, requested_at, pending_since)
+    SELECT analytics_refresh_request.client_id, p, 1, now(), now()
+    FROM unnest(CASE WHEN analytics_refresh_request.platform IS NULL
+                     THEN ARRAY['amazon', 'shopify']
+                     ELSE ARRAY[analytics_refresh_request.platform] END) AS p
+    ORDER BY p
+    ON CONFLICT ON CONSTRAINT refresh_requests_pkey DO UPDATE SET
+        version = r.version + 1,
+        requested_at = now(),
+        pending_since = coalesce(r.pending_since, now());
+    PERFORM pg_notify('analytics_refresh', analytics_refresh_request.client_id::text || ':'
+                      || coalesce(analytics_refresh_request.platform, '*'));
+END
+$request$;
+-- change record: end
