@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+import uuid
 
+from analytics_refresh.cli import main
 from tests.backend import Answer
 from tests.conftest import connect_clients, log_lines
 from tests.listen_helpers import (
@@ -55,3 +57,81 @@ def test_a_change_during_a_refresh_gives_exactly_one_more(db, backend, run_env):
         code, out = stop(proc)
     assert code == 0, out
     assert refreshed(backend)[(ALICE, "shopify")] == 2
+
+
+def _add_orders(db, client_id: str, platform: str, count: int) -> None:
+    with db.cursor() as cur:
+        for n in range(count):  # one statement each, as a loader committing one by one
+            cur.execute(
+                "INSERT INTO order_lines (client_id, platform, order_id, sku, quantity,"
+                " unit_price, ordered_at) VALUES (%s, %s, %s, 'SKU-1', 1, 9.5, now())",
+                (client_id, platform, f"o-{n}-{uuid.uuid4().hex[:6]}"),
+            )
+
+
+def test_new_orders_refresh_that_clients_keys_and_no_other(db, backend, run_env):
+    connect_clients(db, {ALICE: ("shopify", "amazon"), BOB: ("shopify",)})
+    proc = start(run_env)
+    try:
+        assert wait_for(lambda: listening(db))
+        _add_orders(db, ALICE, "amazon", 5)
+        assert wait_for(lambda: len(refreshed(backend)) >= 2)
+        time.sleep(1.5)
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+    assert refreshed(backend) == {(ALICE, "amazon"): 1, (ALICE, "all"): 1}
+
+
+def test_request_command_records_the_change_and_wakes_a_listener(db, backend, run_env, capsys):
+    connect_clients(db, {BOB: ("shopify",)})
+    env = {**run_env, "REFRESH_PLATFORMS": "shopify"}
+    proc = start(env)
+    try:
+        assert wait_for(lambda: listening(db))
+        assert main(["request", BOB, "--platform", "shopify"], environ=env) == 0
+        assert BOB in capsys.readouterr().out
+        assert wait_for(lambda: refreshed(backend)[(BOB, "shopify")] == 1)
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+
+
+def test_request_command_refuses_a_bad_client_id(run_env, capsys):
+    assert main(["request", "not-a-uuid"], environ=run_env) == 2
+    assert "not-a-uuid" in capsys.readouterr().err
+
+
+def test_a_run_skips_a_key_a_listener_is_refreshing(db, backend, run_env):
+    connect_clients(db, {ALICE: ("shopify",), BOB: ("shopify",)})
+    backend.script(ALICE, "shopify", Answer(sleep=4.0), Answer())
+    env = {**run_env, "REFRESH_PLATFORMS": "shopify"}
+    proc = start(env)
+    try:
+        assert wait_for(lambda: listening(db))
+        request(db, ALICE, "shopify")
+        assert wait_for(lambda: refreshed(backend)[(ALICE, "shopify")] == 1)
+        assert main(["run"], environ=env) == 0  # while the listener's refresh is in flight
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+    assert refreshed(backend) == {(ALICE, "shopify"): 1, (BOB, "shopify"): 1}
+    assert any(
+        line.startswith(f"⏭ SKIPPED - {ALICE} (shopify): a listener is refreshing it")
+        for line in log_lines(env)
+    )
+
+
+def test_a_change_a_run_refreshed_is_not_refreshed_again_by_a_listener(db, backend, run_env):
+    connect_clients(db, {ALICE: ("shopify",)})
+    env = {**run_env, "REFRESH_PLATFORMS": "shopify", "REFRESH_SETTLE_SECONDS": "3"}
+    proc = start(env)
+    try:
+        assert wait_for(lambda: listening(db))
+        request(db, ALICE, "shopify")
+        assert main(["run"], environ=env) == 0  # before the listener's settle time is up
+        time.sleep(5)
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+    assert refreshed(backend) == {(ALICE, "shopify"): 1}
