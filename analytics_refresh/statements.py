@@ -177,13 +177,14 @@ RECENT_RUNS = """
     SELECT run_id::text, trigger, host, shard, started_at, finished_at, status, exit_code,
            jobs_total, jobs_succeeded, jobs_failed, jobs_not_attempted, jobs_skipped, note
     FROM refresh_runs
+    WHERE trigger <> 'listen'  -- a listener's rounds are shown as its refresh count
     ORDER BY started_at DESC
     LIMIT %s
 """
 LAST_SUCCESSFUL_RUN = """
     SELECT extract(epoch FROM max(finished_at))::float8
     FROM refresh_runs
-    WHERE status = 'succeeded' AND shard = %s
+    WHERE status = 'succeeded' AND shard = %s AND trigger <> 'listen'
 """
 RUN_STARTED = "SELECT started_at FROM refresh_runs WHERE run_id = %s"
 

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 from . import db, records
 from . import statements as sql
+from .listen import overview
 from .records import Freshness
 from .settings import Settings
 
@@ -32,6 +33,7 @@ class Report:
     runs: list[dict]
     keys: list[Freshness]
     max_age_hours: float
+    listen: dict | None = None  # live listeners and pending keys (listen/overview.py)
 
     @functools.cached_property
     def stale(self) -> list[Freshness]:
@@ -63,7 +65,8 @@ def read_report(settings: Settings, max_age_hours: float, runs: int) -> Report:
             cur.execute(sql.UTC)  # times come back in UTC, ready for ISO 8601
         _, recent = records.recent_runs(conn, runs)
         now, keys = records.freshness(conn, settings)
-    return Report(now, recent, keys, max_age_hours)
+        listen = overview.read(conn, settings.platforms)
+    return Report(now, recent, keys, max_age_hours, listen)
 
 
 def show_status(settings: Settings, as_json: bool, max_age_hours: float, runs: int) -> int:
@@ -80,6 +83,8 @@ def show_status(settings: Settings, as_json: bool, max_age_hours: float, runs: i
         from .console import output_console, print_status
 
         print_status(output_console(), report)
+        for line in overview.describe(report.listen):
+            print(line)
     return report.exit_code
 
 
@@ -100,6 +105,12 @@ def _hours(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds / 3600, 4)
 
 
+def _listeners(listen: dict | None) -> list[dict]:
+    if not listen:
+        return []
+    return [{**item, "started_at": _iso(item["started_at"])} for item in listen["listeners"]]
+
+
 def as_dict(report: Report) -> dict:
     max_age = report.max_age_hours * 3600
     return {
@@ -111,6 +122,11 @@ def as_dict(report: Report) -> dict:
         "never_refreshed_count": sum(1 for r in report.keys if r.last_success is None),
         "failing_count": len(report.failing),
         "failing_repeatedly_count": len(report.failing_repeatedly),
+        "listeners": _listeners(report.listen),
+        "pending_keys": report.listen["pending_keys"] if report.listen else None,
+        "oldest_pending_seconds": (
+            report.listen["oldest_pending_seconds"] if report.listen else None
+        ),
         "runs": [
             {
                 "run_id": run["run_id"],
