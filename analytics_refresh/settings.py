@@ -98,6 +98,7 @@ VARIABLES: dict[str, Variable] = {
     "REFRESH_POLL_SECONDS": Variable("poll_seconds", number(float, 1, 86400)),
     "REFRESH_SETTLE_SECONDS": Variable("settle_seconds", number(float, 0, 3600)),
     "REFRESH_MAX_DELAY_SECONDS": Variable("max_delay_seconds", number(float, 0, 86400)),
+    "REFRESH_ALIVE_FILE": Variable("alive_file", Path),
 }
 # Read by their own code below (secrets, the database URL, the change query).
 SPECIAL_VARIABLES = (
@@ -161,6 +162,8 @@ class Settings:
     poll_seconds: float = 60.0
     settle_seconds: float = 5.0
     max_delay_seconds: float = 60.0
+    # Touched every few seconds while the listener's loop makes progress (a liveness probe).
+    alive_file: Path | None = None
     # systemd sets JOURNAL_STREAM for a unit's output: the log then also goes to stderr.
     journal: bool = False
     # Unknown variables with a project prefix, each with the closest known name.

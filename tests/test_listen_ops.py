@@ -73,13 +73,16 @@ def test_metrics_and_heartbeat_while_listening(db, backend, run_env, tmp_path, p
     url, seen = pings
     connect_clients(db, {ALICE: ("shopify", "amazon")})
     metrics = tmp_path / "metrics" / "analytics_refresh.prom"
+    alive = tmp_path / "listener.alive"
     env = {**run_env, "METRICS_FILE": str(metrics), "HEALTHCHECK_URL": url}
+    env["REFRESH_ALIVE_FILE"] = str(alive)
     proc = start(env)
     try:
         assert wait_for(lambda: listening(db))
         request(db, ALICE)  # every platform: shopify, amazon and all
         assert wait_for(lambda: len(refreshed(backend)) == 3)
         assert wait_for(lambda: "/ping/check-1/0" in seen, timeout=15)  # alive
+        assert wait_for(alive.exists, timeout=10)
     finally:
         code, out = stop(proc)
     assert code == 0, out

@@ -39,17 +39,20 @@ class Beacon:
         gauges: Gauges,
         heartbeat: Heartbeat | None,
         describe: Callable[[], dict],
+        alive_file=None,
     ):
         self.url = url
         self.listener_id = listener_id
         self.claims = claims
         self.gauges = gauges
         self.heartbeat = heartbeat
-        self.describe = describe  # {"mode", "refreshes", "healthy", "summary"}
+        self.describe = describe  # {"mode", "refreshes", "healthy", "progressing", "summary"}
         self.conn = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="listen-beacon", daemon=True)
         self._failing = False
+        self.alive_file = alive_file
+        self._touch_failed = False
 
     def start(self) -> Beacon:
         self._thread.start()
@@ -94,6 +97,19 @@ class Beacon:
                 self.conn = None
         else:
             self._failing = False
+        self.touch(state)
+
+    def touch(self, state: dict) -> None:
+        """Touch the alive file while the loop makes progress; never raise."""
+        path = self.alive_file
+        if path is None or not state["progressing"]:
+            return
+        try:
+            path.touch()
+        except OSError as exc:
+            if not self._touch_failed:
+                log.warning("⚠️ Cannot touch REFRESH_ALIVE_FILE %s: %s", path, exc.strerror or exc)
+            self._touch_failed = True
 
     def publish(self) -> None:
         """Write the metrics and ping the heartbeat while healthy; never raise."""

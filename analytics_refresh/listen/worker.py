@@ -79,6 +79,9 @@ class Listener:
         self.down_since: float | None = None
         self.said_polling = False
         self.worker: rounds.Worker | None = None
+        self.progress_at = time.monotonic()  # the loop's last turn
+        # A round may hold the loop for its requests' retries; past this it is stuck.
+        self.stuck_after = settings.timeout * settings.max_attempts + 120
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> int:
@@ -105,7 +108,15 @@ class Listener:
         heartbeat = Heartbeat(settings.healthcheck_url) if settings.healthcheck_url else None
         if heartbeat is not None:
             heartbeat.start(self.id)
-        beacon = Beacon(self.url, self.id, self.claims, self.gauges, heartbeat, self._state)
+        beacon = Beacon(
+            self.url,
+            self.id,
+            self.claims,
+            self.gauges,
+            heartbeat,
+            self._state,
+            settings.alive_file,
+        )
         try:
             self._connect(first=True)
             beacon.start()
@@ -129,6 +140,7 @@ class Listener:
 
     def _cycle(self) -> None:
         now = time.monotonic()
+        self.progress_at = now
         if now >= self.next_poll or (self.dirty and now - self.read_at >= MIN_READ_GAP_SECONDS):
             self._read_and_refresh()
             return
@@ -278,6 +290,7 @@ class Listener:
             "mode": self.mode,
             "refreshes": self.refreshes,
             "healthy": self.conn is not None and self.down_since is None,
+            "progressing": time.monotonic() - self.progress_at < self.stuck_after,
             "summary": f"listening ({self.mode}): {self.refreshes} refreshes",
         }
 
