@@ -149,6 +149,12 @@ def build_parser() -> Parser:
         help="first add N new orders for the first demo client: with REFRESH_CHANGE_SQL set, "
         "the run refreshes that client's keys and skips the unchanged ones",
     )
+    demo.add_argument(
+        "--listen",
+        action="store_true",
+        help="then start a listener, add orders for one client and show its dashboards "
+        "refreshed within seconds, and no other client's",
+    )
     return parser
 
 

@@ -13,7 +13,8 @@ end of the first refresh that began after it: median, p95, max), refreshes per b
 changes to one key and redundant refreshes (a second refresh with no change between),
 overlapping refreshes of one key (two listeners), the backend work beside a change-aware
 run every 10 minutes on the same stream (modelled: each changed key refreshed at the next
-10-minute mark), and the worker's CPU per refresh and RSS over time.
+10-minute mark, pooled over ten phases of the marks; the run's own time not added), and
+the worker's CPU per refresh and RSS over time.
 ``--until-refreshes 10000`` keeps the stream going until that many refreshes are done.
 """
 
@@ -142,10 +143,16 @@ def figures(commits, jobs, interval_services: float) -> dict:
     for times in changes.values():
         times.sort()
         bursts += 1 + sum(1 for a, b in itertools.pairwise(times) if b - a > 5.0)
-    # A change-aware run at every 10-minute mark refreshes each key changed since the last.
-    windows = {(key, math.floor(at / RUN_INTERVAL)) for key, ts in changes.items() for at in ts}
+    # A change-aware run at every 10-minute mark refreshes each key changed since the last;
+    # pooled over ten phases of those marks, so the stream's start does not pick one.
+    phases = [RUN_INTERVAL * n / 10 for n in range(10)]
+    windows = sum(
+        len({(k, math.floor((at - p) / RUN_INTERVAL)) for k, ts in changes.items() for at in ts})
+        for p in phases
+    ) / len(phases)
     periodic = [
-        (math.floor(at / RUN_INTERVAL) + 1) * RUN_INTERVAL - at
+        (math.floor((at - p) / RUN_INTERVAL) + 1) * RUN_INTERVAL + p - at
+        for p in phases
         for ts in changes.values()
         for at in ts
     ]
@@ -158,7 +165,7 @@ def figures(commits, jobs, interval_services: float) -> dict:
         "changed_keys": len(changes),
         "redundant": redundant,
         "overlapping": overlapping,
-        "periodic_refreshes": len(windows),
+        "periodic_refreshes": round(windows),
         "periodic_stale": periodic,
         "service_per_refresh": interval_services,
     }
