@@ -135,3 +135,29 @@ def test_a_change_a_run_refreshed_is_not_refreshed_again_by_a_listener(db, backe
         code, out = stop(proc)
     assert code == 0, out
     assert refreshed(backend) == {(ALICE, "shopify"): 1}
+
+
+def test_a_stop_lets_the_refresh_in_flight_finish_records_it_and_exits_0(db, backend, run_env):
+    connect_clients(db, {ALICE: ("shopify",)})
+    backend.script(ALICE, "shopify", Answer(sleep=3.0))
+    env = {**run_env, "REFRESH_PLATFORMS": "shopify"}
+    proc = start(env)
+    assert wait_for(lambda: listening(db))
+    request(db, ALICE, "shopify")
+    assert wait_for(lambda: refreshed(backend)[(ALICE, "shopify")] == 1)
+    code, out = stop(proc)  # SIGTERM with the request in flight
+    assert code == 0, out
+    assert listen_jobs(db) == [(ALICE, "shopify", "succeeded")]
+    with db.cursor() as cur:
+        cur.execute("SELECT status FROM refresh_runs WHERE trigger = 'listen'")
+        assert cur.fetchall() == [("succeeded",)]
+        cur.execute("SELECT count(*) FROM refresh_claims WHERE claimed_by IS NOT NULL")
+        assert cur.fetchone() == (0,)
+        cur.execute("SELECT stopped_at IS NOT NULL FROM refresh_listeners")
+        assert cur.fetchall() == [(True,)]
+
+
+def test_listen_without_a_secret_is_a_configuration_error(run_env, capsys):
+    env = {k: v for k, v in run_env.items() if k != "API_SECRET_KEY"}
+    assert main(["listen"], environ=env) == 3
+    assert "API_SECRET_KEY" in capsys.readouterr().err

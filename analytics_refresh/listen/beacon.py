@@ -115,6 +115,14 @@ class Beacon:
         """Write the metrics and ping the heartbeat while healthy; never raise."""
         state = self.describe()
         try:
+            if self.conn is not None and not self.conn.closed:
+                with bounded(self.conn, STATEMENT_SECONDS + 5), self.conn.cursor() as cur:
+                    # Rounds cut off by a lost database, here or on a killed listener.
+                    cur.execute(sql.ABANDON_ROUNDS, (self.claims.lease * 2,))
+                    cur.execute(sql.PRUNE_LISTENERS)
+        except Exception as exc:
+            log.debug("Listener could not tidy its rounds (%s)", first_line(exc))
+        try:
             self.gauges.notify.set(1 if state["mode"] == "notify" else 0)
             self.gauges.publish()
             if self.heartbeat is not None and state["healthy"] and not self._failing:
