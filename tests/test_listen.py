@@ -161,3 +161,11 @@ def test_listen_without_a_secret_is_a_configuration_error(run_env, capsys):
     env = {k: v for k, v in run_env.items() if k != "API_SECRET_KEY"}
     assert main(["listen"], environ=env) == 3
     assert "API_SECRET_KEY" in capsys.readouterr().err
+
+
+def test_listen_on_a_database_without_the_tables_exits_4_naming_db_init(
+    empty_db_url, run_env, capsys
+):
+    env = {**run_env, "DATABASE_URL": empty_db_url}
+    assert main(["listen"], environ=env) == 4
+    assert "db init" in capsys.readouterr().err

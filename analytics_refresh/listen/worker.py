@@ -22,7 +22,7 @@ import psycopg2
 from .. import db
 from ..client import RefreshClient
 from ..concurrency import make_limit
-from ..errors import DatabaseError, RefreshError, first_line
+from ..errors import DatabaseError, first_line
 from ..heartbeat import Heartbeat
 from ..key_claims import LEASE_SECONDS, Claims
 from ..settings import Settings
@@ -53,6 +53,10 @@ CALL_BOUND_SECONDS = db.STATEMENT_SECONDS + 5
 # Keys claimed per round, per unit of concurrency: enough to keep every slot busy, few
 # enough that other listeners find work while this one is busy.
 KEYS_PER_SLOT = 4
+
+
+class SchemaMissing(DatabaseError):
+    """The runner's or the listener's tables are missing or out of date."""
 
 
 class Listener:
@@ -211,10 +215,13 @@ class Listener:
             raise
         self.conn = conn
         with bounded(conn, CALL_BOUND_SECONDS), db.boundary(self.url):
-            db.require_runner_tables(conn)
+            try:
+                db.require_runner_tables(conn)
+            except DatabaseError as exc:
+                raise SchemaMissing(exc.message, hint=exc.hint) from exc
             missing = db.missing_tables(conn, LISTEN_TABLES)
             if missing:
-                raise DatabaseError(
+                raise SchemaMissing(
                     f"the listener's tables are missing: {', '.join(missing)}",
                     hint="run `analytics-refresh db init` once against this database",
                 )
@@ -251,8 +258,8 @@ class Listener:
         self.pinged_at = time.monotonic()
 
     def _lost(self, exc: BaseException) -> None:
-        if isinstance(exc, RefreshError) and "missing" in str(exc):
-            raise exc  # the tables are gone: db init, not patience, fixes that
+        if isinstance(exc, SchemaMissing):
+            raise exc  # db init, not patience, fixes that
         if self.down_since is None:
             self.down_since = time.monotonic()
             log.warning(
