@@ -15,7 +15,10 @@ overlapping refreshes of one key (two listeners), the backend work beside a chan
 run every 10 minutes on the same stream (modelled: each changed key refreshed at the next
 10-minute mark, pooled over ten phases of the marks; the run's own time not added), and
 the worker's CPU per refresh and RSS over time.
-``--until-refreshes 10000`` keeps the stream going until that many refreshes are done.
+``--until-refreshes 10000`` keeps the stream going until that many refreshes are done;
+``--kill-at S`` SIGKILLs the first listener S seconds in (run two), ``--terminate-at S``
+ends every listener's database sessions then, and both print how soon the changes made
+around the fault were refreshed.
 """
 
 from __future__ import annotations
@@ -62,14 +65,16 @@ def proc_rss_mb(pid: int) -> float:
 
 
 def stream(args, ids: list[str], rng: random.Random):
-    """Yield (offset seconds, client_id, platform) of every change, in time order."""
-    at, changes = 0.0, []
+    """Return every change as (offset seconds, client_id, platform) in time order, and the
+    number of bursts."""
+    at, changes, bursts = 0.0, [], 0
     while at < args.seconds:
+        bursts += 1
         at += rng.expovariate(args.rate)
         client, platform = rng.choice(ids), rng.choice(("shopify", "amazon"))
         count = 1 + int(rng.expovariate(1 / max(args.burst - 1, 1e-9))) if args.burst > 1 else 1
         changes += [(at + n * args.gap, client, platform) for n in range(count)]
-    return sorted(changes)
+    return sorted(changes), bursts
 
 
 def refresh_count(conn) -> int:
@@ -137,12 +142,6 @@ def figures(commits, jobs, interval_services: float) -> dict:
                 redundant += 1
             if s2 < e1:
                 overlapping += 1
-    # A burst: changes to one key with gaps below the settle time... counted as the windows
-    # of quiet the listener sees; here simply each key's changes split by 5 s of quiet.
-    bursts = 0
-    for times in changes.values():
-        times.sort()
-        bursts += 1 + sum(1 for a, b in itertools.pairwise(times) if b - a > 5.0)
     # A change-aware run at every 10-minute mark refreshes each key changed since the last;
     # pooled over ten phases of those marks, so the stream's start does not pick one.
     phases = [RUN_INTERVAL * n / 10 for n in range(10)]
@@ -161,7 +160,6 @@ def figures(commits, jobs, interval_services: float) -> dict:
         "stale": stale,
         "missed": missed,
         "refreshes": total,
-        "bursts": bursts,
         "changed_keys": len(changes),
         "redundant": redundant,
         "overlapping": overlapping,
@@ -169,6 +167,39 @@ def figures(commits, jobs, interval_services: float) -> dict:
         "periodic_stale": periodic,
         "service_per_refresh": interval_services,
     }
+
+
+def make_fault(args, procs, url: str, started: float, fault: list) -> None:
+    """At its offset, SIGKILL the first listener or end every listener's sessions."""
+    at = args.kill_at if args.kill_at is not None else args.terminate_at
+    time.sleep(max(0.0, started + at - time.time()))
+    fault.append(time.time())
+    if args.kill_at is not None:
+        procs[0].kill()
+        return
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name LIKE 'analytics-refresh listen%'"
+        )
+    conn.close()
+
+
+def fault_figures(commits, jobs, at: float) -> dict:
+    """For the changes committed in the 10 s before the fault and the 5 s after: the longest
+    from the fault (or their later commit) to their refresh."""
+    near = [(t, c, p) for t, c, p in commits if at - 10 <= t <= at + 5]
+    ends = defaultdict(list)
+    for client, platform, end, duration in jobs:
+        ends[(client, platform)].append((end - duration, end))
+    worst = 0.0
+    for t, client, source in near:
+        for key in ((client, source), (client, "all")):
+            later = [e for s, e in ends.get(key, []) if s >= t]
+            worst = max(worst, (min(later) if later else float("inf")) - max(t, at))
+    return {"changes": len(near), "worst": worst}
 
 
 def main(argv=None) -> int:
@@ -186,6 +217,10 @@ def main(argv=None) -> int:
     parser.add_argument("--max-delay", type=float, default=60.0)
     parser.add_argument("--until-refreshes", type=int, default=0)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--kill-at", type=float, help="SIGKILL the first listener then (s)")
+    parser.add_argument(
+        "--terminate-at", type=float, help="end every listener's database sessions then (s)"
+    )
     args = parser.parse_args(argv)
     if args.until_refreshes:
         args.seconds = 10**6  # the stream runs until enough refreshes are done
@@ -215,7 +250,12 @@ def main(argv=None) -> int:
     commits: list = []
     stop = threading.Event()
     started = time.time()
-    changes = stream(args, ids, random.Random(args.seed))
+    changes, bursts = stream(args, ids, random.Random(args.seed))
+    fault: list[float] = []  # when the fault was made (epoch)
+    if args.kill_at is not None or args.terminate_at is not None:
+        threading.Thread(
+            target=make_fault, args=(args, procs, url, started, fault), daemon=True
+        ).start()
     loader_conn = psycopg2.connect(url)
     loader_conn.autocommit = True
     loader = threading.Thread(
@@ -262,6 +302,9 @@ def main(argv=None) -> int:
     conn.close()
     service = stats["service_sum"] / max(1, stats["served"])
     f = figures(commits, jobs, service)
+    # Each burst changes one source platform: two keys (it and `all`).
+    f["bursts"] = 2 * bursts * len(commits) // max(1, len(changes))
+    f["fault"] = fault_figures(commits, jobs, fault[0]) if fault else None
     print_figures(args, f, stats, cpu, rss, codes, end_of_stream - started, len(commits))
     bench_db.drop_database(server, "listen_bench")
     return 0
@@ -304,6 +347,15 @@ def print_figures(args, f, stats, cpu, rss, codes, span, commits) -> None:
         f"{f['periodic_refreshes'] * f['service_per_refresh']:.0f} s in "
         f"{f['periodic_refreshes']} refreshes | |"
     )
+    if f["fault"]:
+        what = "SIGKILL of a listener" if args.kill_at is not None else "sessions ended"
+        goal = 90 if args.kill_at is not None else 60
+        worst = f["fault"]["worst"]
+        print(
+            f"| {what}: changes near it refreshed within | {worst:.1f} s after it "
+            f"({f['fault']['changes']} changes) | | <= {goal} s "
+            f"{'met' if worst <= goal else 'MISSED'} |"
+        )
     done = max(1, rss[-1][1])
     print(f"| worker CPU per refresh | {cpu / done * 1000:.1f} ms | | |")
     base = next((mb for _, n, mb in rss if n >= min(1000, done // 10)), rss[0][2])
