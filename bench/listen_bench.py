@@ -246,7 +246,7 @@ def main(argv=None) -> int:
     time.sleep(3)  # the listeners connect and read the (empty) record
     stub.reset()
     cpu0 = [proc_cpu(p.pid) for p in procs]
-    rss: list[tuple[float, int, float]] = []  # (seconds, refreshes, MB of the first)
+    rss: list[tuple[float, int, float]] = []  # (seconds, refreshes, MB of the last)
     commits: list = []
     stop = threading.Event()
     started = time.time()
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     loader.start()
     while loader.is_alive():
         done = refresh_count(conn)
-        rss.append((time.time() - started, done, proc_rss_mb(procs[0].pid)))
+        rss.append((time.time() - started, done, proc_rss_mb(procs[-1].pid)))
         if args.until_refreshes and done >= args.until_refreshes:
             stop.set()
         loader.join(5)
@@ -285,7 +285,7 @@ def main(argv=None) -> int:
             time.sleep(1)
     time.sleep(1)
     cpu = sum(proc_cpu(p.pid) - c for p, c in zip(procs, cpu0, strict=True))
-    rss.append((time.time() - started, refresh_count(conn), proc_rss_mb(procs[0].pid)))
+    rss.append((time.time() - started, refresh_count(conn), proc_rss_mb(procs[-1].pid)))
     for p in procs:
         p.terminate()
     codes = [p.wait(timeout=400) for p in procs]
@@ -361,7 +361,7 @@ def print_figures(args, f, stats, cpu, rss, codes, span, commits) -> None:
     base = next((mb for _, n, mb in rss if n >= min(1000, done // 10)), rss[0][2])
     growth = rss[-1][2] - base
     print(
-        f"| RSS (first listener) | {rss[0][2]:.0f} MB at start, {base:.0f} MB after "
+        f"| RSS (last listener) | {rss[0][2]:.0f} MB at start, {base:.0f} MB after "
         f"{min(1000, done // 10)} refreshes, {rss[-1][2]:.0f} MB after {done} (+{growth:.1f}"
         f" MB) | | +10 MB over 10,000 refreshes |"
     )
