@@ -228,6 +228,9 @@ class Listener:
             with conn.cursor() as cur:
                 cur.execute(sql.REGISTER, (self.id, self.host, os.getpid(), self.mode))
                 cur.execute(sql.ABANDON_ROUNDS, (LEASE_SECONDS * 2,))
+            # No round is in flight between rounds: claims left by one that the lost
+            # database cut short are freed now rather than when their lease ends.
+            self.claims.let_go(conn)
         self._listen()
         self.dirty, self.next_poll = True, 0.0
         if self.down_since is not None:
