@@ -146,3 +146,29 @@ def test_without_notifications_it_polls_alone_and_says_so_once(db, backend, run_
     said = [line for line in log_lines(env) if "LISTEN is unavailable" in line]
     assert len(said) == 1, said
     assert "polling every 2s alone" in said[0]
+
+
+def test_a_round_cut_off_by_the_database_is_redone_soon_after_it_answers(
+    db, backend, run_env, proxy
+):
+    connect_clients(db, {ALICE: ("shopify",)})
+    backend.script(ALICE, "shopify", Answer(sleep=3.0), Answer())
+    env = {**run_env, **SHOPIFY_ONLY, "DATABASE_URL": proxy.client_url()}
+    env["REFRESH_POLL_SECONDS"] = "600"
+    proc = start(env)
+    try:
+        assert wait_for(lambda: listening(db))
+        request(db, ALICE, "shopify")
+        assert wait_for(lambda: refreshed(backend)[(ALICE, "shopify")] == 1)
+        proxy.refusing = True  # the refresh's record cannot be written
+        proxy.drop_all()
+        time.sleep(12)
+        proxy.refusing = False
+        back = time.monotonic()
+        # Its claim is freed at the reconnect, not when its 30 s lease ends.
+        assert wait_for(lambda: refreshed(backend)[(ALICE, "shopify")] == 2, timeout=40)
+        assert time.monotonic() - back < 12
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+    assert pending_count(db) == 0
