@@ -1,9 +1,10 @@
 """One round: claimed keys refreshed through the run's job path, recorded as a run.
 
 A round is a ``refresh_runs`` row of trigger ``listen`` with a ``refresh_jobs`` row per key,
-written by the run's own History and Keeper, so tokens, retries, the concurrency limit,
-the per-key state and the log lines are exactly a run's. Its "lock" is the listener's
-claims: once they can no longer be renewed, no new job or retry starts.
+written by the run's own claim machinery (its writer, its queue of records, its lease), so
+tokens, retries, the concurrency limit, the per-key state and the log lines are exactly a
+run's. Its ground is not the run lock but the listener's claims on its keys: once they can
+no longer be renewed, no new job or retry starts.
 """
 
 from __future__ import annotations
@@ -12,19 +13,17 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import changes
+from ..claim import RunClaim
 from ..client import RefreshClient
 from ..clock import Deadline
-from ..history import History
-from ..jobs import JobRunner, RunParts
-from ..keeper import Keeper
+from ..errors import DatabaseError
+from ..jobs import JobRunner
 from ..key_claims import Claims
-from ..lease import machine_id
+from ..outcome import RunFacts, decide
 from ..plan import Job
-from ..retry import RetryPolicy
-from ..runner import outcome
 from ..settings import Settings
 from ..stop import StopRequest
 
@@ -36,10 +35,14 @@ CONNECTED_OF = """
     WHERE status = 'connected' AND client_id = ANY (%s::uuid[])
     GROUP BY client_id
 """
+CLAIMS_LAPSED = (
+    "the listener's claims on its keys could not be renewed, so another listener may take "
+    "them; no new job or retry starts"
+)
 
 
 class LinkedStop(StopRequest):
-    """A round's stop: set by its own keeper (claims lost) or by the process's stop."""
+    """A round's stop: set by its own claim (claims lost) or by the process's stop."""
 
     def __init__(self, parent: StopRequest):
         super().__init__()
@@ -60,6 +63,31 @@ class LinkedStop(StopRequest):
         return True
 
 
+class RoundClaim(RunClaim):
+    """A round's record and lease, as a run's; its ground is the keys' claims, not the lock."""
+
+    def __init__(self, url: str, settings: Settings, deadline: Deadline, stop, claims: Claims):
+        super().__init__(url, settings.replace(trigger="listen", shard=None), deadline, stop)
+        self.claims = claims
+
+    def claim(self) -> None:
+        self.writer.insert_run("running", lease_seconds=self.lease)
+        self._confirmed_at = time.monotonic()
+
+    def check(self) -> bool:
+        if self.lost is not None:
+            return False
+        if self.claims.still_held():
+            self._confirmed_at = time.monotonic()
+            return True
+        self._lose(CLAIMS_LAPSED)
+        return False
+
+    def release(self) -> None:
+        self._done.set()
+        self.writer.close()
+
+
 @dataclass
 class Worker:
     """What every round of one listener shares: settings, the HTTP client, the limit."""
@@ -71,7 +99,6 @@ class Worker:
     limiter: object
     claims: Claims
     stop: StopRequest
-    machine: str = field(default_factory=machine_id)
     change_query_failed: bool = False
 
 
@@ -83,41 +110,46 @@ class RoundResult:
 
 
 def refresh(worker: Worker, conn, jobs: Sequence[Job]) -> RoundResult:
-    """Refresh ``jobs`` (claimed by the caller) as one round; return how each ended."""
+    """Refresh ``jobs`` (claimed by the caller) as one round; return how each ended.
+
+    Raises DatabaseError when the round's record could not be written: the keys are then
+    refreshed again, never taken as covered on a record that does not exist.
+    """
     settings = worker.settings
     started = time.monotonic()
     deadline = Deadline(settings.deadline)
-    history = History(worker.url, trigger="listen", deadline=deadline, machine=worker.machine)
     stop = LinkedStop(worker.stop)
-    keeper = None
+    claim = RoundClaim(worker.url, settings, deadline, stop, worker.claims)
     try:
-        history.record_run("running")
-        history.record_planned(jobs)
-        keeper = Keeper(history, worker.claims, stop).start()
-        parts = RunParts(
+        claim.claim()
+        claim.queue_planned(list(jobs), [])
+        claim.keep()
+        run = JobRunner(
+            settings,
+            claim=claim,
             client=worker.client,
-            policy=RetryPolicy(max_attempts=settings.max_attempts),
             limiter=worker.limiter,
-            history=history,
-            keeper=keeper,
             stop=stop,
             deadline=deadline,
             secret=worker.secret,
-            timeout=settings.timeout,
-            concurrency=settings.concurrency,
             change_keys=_change_keys(worker, conn, jobs),
         )
-        run = JobRunner(parts)
         not_started = run.dispatch(jobs)
-        keeper.close()
-        keeper = None
+        unrecorded = claim.stop_keeping()
         ended = {r.job: r.status for r in run.records}
         outcomes = {job: ended.get(job, "not_attempted") for job in jobs}
         counts = Counter(outcomes.values())
-        status, code = outcome(counts, stopped=stop.is_set() and (not_started or run.cut_short))
-        history.finish_run(
-            status,
-            code,
+        ending = decide(
+            RunFacts(
+                counts=counts,
+                stop_reason=stop.reason,
+                cut_short=not_started > 0 or run.cut_short > 0,
+                lock_lost=claim.lost is not None,
+                unrecorded=unrecorded,
+            )
+        )
+        claim.finish(
+            ending,
             {
                 "total": len(jobs),
                 "succeeded": counts["succeeded"],
@@ -125,8 +157,9 @@ def refresh(worker: Worker, conn, jobs: Sequence[Job]) -> RoundResult:
                 "not_attempted": counts["not_attempted"],
                 "skipped": 0,
             },
-            stop.reason if stop.is_set() else None,
         )
+        if unrecorded:
+            raise DatabaseError(f"{unrecorded} refreshes of a listener round were not recorded")
         seconds = time.monotonic() - started
         log.info(
             "Listener round: %d successful, %d failed out of %d changed keys [%.1fs, run %s]",
@@ -134,13 +167,11 @@ def refresh(worker: Worker, conn, jobs: Sequence[Job]) -> RoundResult:
             counts["failed"],
             len(jobs),
             seconds,
-            history.run_id,
+            claim.run_id,
         )
-        return RoundResult(history.run_id, outcomes, seconds)
+        return RoundResult(claim.run_id, outcomes, seconds)
     finally:
-        if keeper is not None:
-            keeper.close()
-        history.close()
+        claim.release()
 
 
 def _change_keys(worker: Worker, conn, jobs: Sequence[Job]) -> dict[Job, str]:

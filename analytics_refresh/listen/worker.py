@@ -82,6 +82,7 @@ class Listener:
         self.pinged_at = 0.0
         self.down_since: float | None = None
         self.said_polling = False
+        self.connected_once = False
         self.worker: rounds.Worker | None = None
         self.progress_at = time.monotonic()  # the loop's last turn
         # A round may hold the loop for its requests' retries; past this it is stuck.
@@ -122,7 +123,6 @@ class Listener:
             settings.alive_file,
         )
         try:
-            self._connect(first=True)
             beacon.start()
             backoff = 0.5
             while not self.stop.is_set():
@@ -203,16 +203,9 @@ class Listener:
                 self.gauges.observe_refresh(status, ended - first_change[job])
 
     # -- connecting -----------------------------------------------------------------------
-    def _connect(self, *, first: bool = False) -> None:
+    def _connect(self) -> None:
         """Open the work connection, then LISTEN, then mark the record to be read."""
-        try:
-            conn = db.connect(self.url, application_name="analytics-refresh listen work")
-        except DatabaseError:
-            if first:
-                self.down_since = time.monotonic()
-                log.warning("⚠️ Listener cannot reach the database yet; retrying with backoff")
-                return
-            raise
+        conn = db.connect(self.url, application_name="analytics-refresh listen work")
         self.conn = conn
         with bounded(conn, CALL_BOUND_SECONDS), db.boundary(self.url):
             try:
@@ -232,6 +225,7 @@ class Listener:
             # database cut short are freed now rather than when their lease ends.
             self.claims.let_go(conn)
         self._listen()
+        self.connected_once = True
         self.dirty, self.next_poll = True, 0.0
         if self.down_since is not None:
             log.info(
@@ -265,9 +259,8 @@ class Listener:
             raise exc  # db init, not patience, fixes that
         if self.down_since is None:
             self.down_since = time.monotonic()
-            log.warning(
-                "⚠️ Listener lost the database (%s); reconnecting with backoff", first_line(exc)
-            )
+            what = "lost the database" if self.connected_once else "cannot reach the database"
+            log.warning("⚠️ Listener %s (%s); reconnecting with backoff", what, first_line(exc))
         else:
             log.debug("Listener still cannot reach the database (%s)", first_line(exc))
         self._close_connections()
