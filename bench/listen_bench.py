@@ -30,6 +30,7 @@ import math
 import os
 import random
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -311,6 +312,7 @@ def main(argv=None) -> int:
     f["fault"] = fault_figures(commits, jobs, fault[0]) if fault else None
     print_figures(args, f, stats, cpu, rss, codes, end_of_stream - started, len(commits))
     bench_db.drop_database(server, "listen_bench")
+    shutil.rmtree(work / "logs", ignore_errors=True)
     return 0
 
 
