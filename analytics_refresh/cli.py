@@ -127,8 +127,13 @@ def build_parser() -> Parser:
 
     commands.add_parser(
         "listen",
-        help="refresh each key soon after its data changes, until SIGTERM/SIGINT "
-        "[env REFRESH_SETTLE_SECONDS, REFRESH_MAX_DELAY_SECONDS, REFRESH_POLL_SECONDS]",
+        help="refresh each key soon after its data changes, until SIGTERM/SIGINT",
+        description="Refresh each client x platform soon after its data changes: woken by "
+        "NOTIFY on analytics_refresh, reading the durable requests (refresh_requests) on "
+        "start, after every reconnect and every REFRESH_POLL_SECONDS (60). A key is "
+        "refreshed once quiet for REFRESH_SETTLE_SECONDS (5), at most "
+        "REFRESH_MAX_DELAY_SECONDS (60) after its first change. Several listeners share the "
+        "keys. SIGTERM or SIGINT: the requests in flight finish, then exit 0.",
     )
     request = commands.add_parser("request", help="ask the listeners to refresh a client now")
     request.add_argument("client_id", type=client_id, metavar="CLIENT_ID")
