@@ -6,12 +6,13 @@ exit codes (INTERFACE.md section 4).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Mapping, Sequence
 
 import api_key_auth
 
-from . import __version__
+from . import __version__, promise
 from .errors import ConfigError
 from .options import Parser, add_run_options, apply_run_options, client_id, platforms
 from .process import Command, handle_signals, run_command
@@ -74,7 +75,12 @@ def build_parser() -> Parser:
         help="plan and read only this platform (repeatable) [env REFRESH_PLATFORMS]",
     )
 
-    status = commands.add_parser("status", help="recent runs and the age of every cache")
+    status = commands.add_parser(
+        "status",
+        help="recent runs and the age of every cache",
+        epilog=promise.HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
         "--max-age",

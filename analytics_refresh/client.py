@@ -13,6 +13,7 @@ import enum
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode
 
@@ -60,6 +61,7 @@ class Attempt:
     retry_after: float | None = None
     elapsed: float = 0.0
     failure: Failure | None = None  # why it failed, told here once for every reader
+    expires_at: datetime | None = None  # until when the refreshed copy holds, if declared
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -199,8 +201,8 @@ class RefreshClient:
             except requests.exceptions.SSLError as exc:
                 attempt = Attempt(
                     Verdict.FAIL,
-                    error=f"TLS verification failed ({_reason(exc)}); set REFRESH_CA_BUNDLE to "
-                    "the CA file that signed the API's certificate",
+                    error=f"TLS verification failed ({_reason(exc, secrets)}); set "
+                    "REFRESH_CA_BUNDLE to the CA file that signed the API's certificate",
                     failure=Failure.CONNECTION,
                 )
             except requests.exceptions.RequestException as exc:
@@ -209,13 +211,13 @@ class RefreshClient:
                 elif isinstance(exc, requests.exceptions.ConnectionError):
                     attempt = Attempt(
                         Verdict.RETRY,
-                        error=f"connection failed: {_reason(exc)}",
+                        error=f"connection failed: {_reason(exc, secrets)}",
                         failure=Failure.CONNECTION,
                     )
                 else:
                     attempt = Attempt(
                         Verdict.RETRY,
-                        error=f"request failed: {_reason(exc)}",
+                        error=f"request failed: {_reason(exc, secrets)}",
                         failure=Failure.CONNECTION,
                     )
         elapsed = time.monotonic() - started
@@ -235,6 +237,12 @@ class RefreshClient:
                 status,
                 platform_count=answers.count(scan.lengths.get("platforms")),
                 sku_count=answers.count(scan.fields.get("sku_count")),
+                expires_at=answers.expiry(
+                    scan.fields.get("expires_at"),
+                    response.headers.get("Cache-Control"),
+                    response.headers.get("Expires"),
+                    datetime.now(timezone.utc),
+                ),
             )
         body = _prefix(response, deadline, MAX_ERROR_BODY_BYTES)
         error = f"HTTP {status}"
@@ -353,8 +361,8 @@ def _probe_answer(response: requests.Response, deadline: float, secrets) -> tupl
     return status, reason, body, problem, detail
 
 
-def _reason(exc: Exception) -> str:
-    """Return the innermost cause of a requests exception, short and without URLs' queries."""
+def _reason(exc: Exception, secrets: tuple[str, ...] = ()) -> str:
+    """Return the innermost cause of a requests exception, short, with ``secrets`` masked."""
     inner = exc
     while inner.__context__ is not None and inner.__context__ is not inner:
         inner = inner.__context__
@@ -368,4 +376,4 @@ def _reason(exc: Exception) -> str:
     ):
         if marker.lower() in text.lower():
             return marker
-    return plain_text(text)
+    return plain_text(text, secrets)

@@ -23,9 +23,9 @@ STORED_TEXT_CHARS = 1000
 # What a JSON log line says of a job (the error text is already in its message).
 LOGGED_COLUMNS = ("client_id", "platform", "status", "attempts", "http_status", "duration_ms")
 JOB_STATUSES = ("succeeded", "failed", "not_attempted", "skipped")
-# What change detection made of a job: its data changed, unchanged (skipped), or its max
-# age came due.
-CHANGE_KINDS = ("changed", "unchanged", "due")
+# What change detection made of a job: its data changed, its copy expires before the next
+# run could refresh it, its max age came due, or unchanged (skipped, only counted).
+CHANGE_KINDS = ("changed", "expiring", "due", "unchanged")
 
 
 class Failure(enum.Enum):
@@ -51,6 +51,8 @@ class JobRecord:
     sku_count: int | None = None
     error: str | None = None
     change_key: str | None = None
+    expires_at: datetime | None = None  # until when the refreshed copy holds, if declared
+    change_at: datetime | None = None  # when the change this refresh covers was first seen
     # Why earlier attempts failed ("HTTP 503", ...), for the log line; not stored.
     retried_after: tuple[str, ...] = ()
     failure: Failure | None = None  # the kind of the last failed attempt; not stored
@@ -85,6 +87,8 @@ class JobRecord:
             c["sku_count"],
             c["error"],
             key,
+            self.expires_at,
+            self.change_at,
         )
 
     def log_fields(self) -> dict:
@@ -112,12 +116,25 @@ class KeyState:
     changed_at: datetime | None = None
     verified_at: datetime | None = None  # refreshed, or confirmed unchanged, at this time
     success_planned_at: datetime | None = None  # when the run of the last success started
+    expires_at: datetime | None = None  # until when its copy holds (None: not declared)
+    # The latest change-checking run wanted it refreshed, and it has not succeeded since.
+    pending: bool = False
 
     @property
     def current_at(self) -> datetime | None:
-        """When the cache was last known current: its last success or a later check."""
+        """When the cache was last known current: its last success or a later check, and
+        never past the moment its copy expired (current.py says how checks count)."""
         times = [t for t in (self.last_success_at, self.verified_at) if t is not None]
-        return max(times) if times else None
+        if not times:
+            return None
+        known = max(times)
+        if self.expires_at is not None and self.expires_at < known:
+            return self.expires_at
+        return known
+
+    def expired(self, now: datetime) -> bool:
+        """Whether the copy's declared expiry has passed (False when none was declared)."""
+        return self.expires_at is not None and self.expires_at <= now
 
 
 @dataclass(frozen=True)
@@ -188,7 +205,7 @@ def decide(facts: RunFacts) -> Ending:
         note = facts.stop_reason or f"{counts['not_attempted']} jobs not attempted"
         return Ending("interrupted", Interrupted.exit_code, note)
     if counts["failed"]:
-        done = counts["succeeded"] + counts["skipped"]
+        done = counts["succeeded"] + counts["skipped"] + counts["unchanged"]
         return Ending("partial" if done else "failed", 1, facts.stop_reason)
     return Ending("succeeded", 0, facts.stop_reason)
 
@@ -206,7 +223,7 @@ class RunResult:
     started_at: float = 0.0
     finished_at: float = 0.0
     retries: int = 0
-    changes: Counter = field(default_factory=Counter)  # changed | unchanged | due jobs
+    changes: Counter = field(default_factory=Counter)  # jobs by CHANGE_KINDS
 
     @classmethod
     def ended(cls, run_id: str | None, ending: Ending, **kwargs) -> RunResult:

@@ -8,12 +8,13 @@ from collections import Counter
 
 from .outcome import Failure, JobRecord
 from .settings import Settings
+from .urls import display_url
 
 log = logging.getLogger(__name__)
 
 
 def extras(counts: Counter, unchanged: int, retries: int) -> str:
-    fresh = counts["skipped"] - unchanged
+    fresh = counts["skipped"]  # unchanged keys have no record: only counted
     parts = [
         f"{n} {label}"
         for n, label in (
@@ -53,6 +54,6 @@ def summarise_failures(job_records: list[JobRecord], settings: Settings) -> None
     log.error(
         "❌ Every job failed the same way (%s) calling %s: %s",
         (failed[0].error or "").split(";")[0],
-        settings.endpoint_url,
+        display_url(settings.endpoint_url),
         fix,
     )

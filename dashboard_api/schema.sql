@@ -151,8 +151,8 @@ $request$;
 
 -- Every change of the rows a dashboard is computed from bumps its key's version in
 -- refresh_requests, once per statement and distinct (client_id, platform) it touched,
--- whatever the statement (an insert, an update, a delete; one row or a million). The
--- change query (change_keys.sql) reads those versions; a listener is woken by them.
+-- whatever the statement (an insert, an update, a delete; one row or a million; a
+-- TRUNCATE, which names no rows, bumps every platform of every client). The change query (change_keys.sql) reads those versions; a listener is woken by them.
 -- Statement-level with transition tables: one trigger per event, as PostgreSQL requires.
 CREATE OR REPLACE FUNCTION dashboard_request_refresh() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -169,9 +169,14 @@ BEGIN
                  UNION SELECT client_id, platform FROM new_rows ORDER BY 1, 2 LOOP
             PERFORM analytics_refresh_request(k.client_id, k.platform);
         END LOOP;
-    ELSE
+    ELSIF TG_OP = 'DELETE' THEN
         FOR k IN SELECT DISTINCT client_id, platform FROM old_rows ORDER BY 1, 2 LOOP
             PERFORM analytics_refresh_request(k.client_id, k.platform);
+        END LOOP;
+    ELSE
+        -- TRUNCATE names no rows: every client's every platform may have lost some.
+        FOR k IN SELECT DISTINCT client_id FROM client_api_credentials ORDER BY 1 LOOP
+            PERFORM analytics_refresh_request(k.client_id);
         END LOOP;
     END IF;
     RETURN NULL;
@@ -185,17 +190,18 @@ DECLARE
     referencing text;
 BEGIN
     FOREACH name IN ARRAY ARRAY['order_lines', 'inventory_items'] LOOP
-        FOREACH event IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+        FOREACH event IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
             IF NOT EXISTS (
                 SELECT 1 FROM pg_trigger
                 WHERE tgrelid = name::regclass AND tgname = name || '_request_refresh_' || event
             ) THEN
                 referencing := CASE event
-                    WHEN 'insert' THEN 'NEW TABLE AS new_rows'
-                    WHEN 'update' THEN 'OLD TABLE AS old_rows NEW TABLE AS new_rows'
-                    ELSE 'OLD TABLE AS old_rows' END;
+                    WHEN 'insert' THEN 'REFERENCING NEW TABLE AS new_rows'
+                    WHEN 'update' THEN 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                    WHEN 'delete' THEN 'REFERENCING OLD TABLE AS old_rows'
+                    ELSE '' END;
                 EXECUTE format(
-                    'CREATE TRIGGER %I AFTER %s ON %I REFERENCING %s'
+                    'CREATE TRIGGER %I AFTER %s ON %I %s'
                     ' FOR EACH STATEMENT EXECUTE FUNCTION dashboard_request_refresh()',
                     name || '_request_refresh_' || event, upper(event), name, referencing
                 );

@@ -85,6 +85,25 @@ ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS changed_at timestamptz;
 -- When the cache was last known current: refreshed, or its data found unchanged since.
 ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS verified_at timestamptz;
 
+-- Until when the key's copy holds, as the API's answer declared it (expires_at, or
+-- Cache-Control max-age / Expires); NULL when it declared nothing.
+ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS expires_at timestamptz;
+-- When a change of the key's data was first seen and not yet refreshed (a refresh failed).
+ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS change_pending_at timestamptz;
+ALTER TABLE refresh_jobs ADD COLUMN IF NOT EXISTS expires_at timestamptz;
+-- When the change this refresh covered was first seen (NULL: none seen, or not known).
+ALTER TABLE refresh_jobs ADD COLUMN IF NOT EXISTS change_at timestamptz;
+-- A quiet run writes nothing per skipped key: its decisions are counted here, by kind, and
+-- checked_changes says it read the change keys of its whole shard, so every key it did not
+-- refresh was current when it started.
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS jobs_unchanged integer NOT NULL DEFAULT 0;
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS jobs_changed integer NOT NULL DEFAULT 0;
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS jobs_due integer NOT NULL DEFAULT 0;
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS jobs_expiring integer NOT NULL DEFAULT 0;
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS checked_changes boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS refresh_runs_checked_idx ON refresh_runs (shard, started_at DESC)
+    WHERE checked_changes;
+
 -- An install upgraded from a release without the state table: fill it from the history,
 -- once (only while it is empty), so status and ordering know every key at once. One pass
 -- over refresh_jobs with hash joins: minutes at most, and only on that first upgrade.

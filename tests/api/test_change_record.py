@@ -69,6 +69,13 @@ def test_deleting_stock_and_updating_lines_move_their_keys(db, two_shops):
     assert moved(after_delete, changes.change_keys(db)) == {(ALICE, "shopify")}
 
 
+def test_a_truncate_moves_every_key(db, two_shops):
+    keys = changes.change_keys(db)
+    with db.cursor() as cur:
+        cur.execute("TRUNCATE inventory_items")
+    assert moved(keys, changes.change_keys(db)) == set(keys)
+
+
 def test_a_row_moved_to_another_key_moves_both(db, two_shops):
     keys = changes.change_keys(db)
     with db.cursor() as cur:

@@ -77,8 +77,8 @@ def test_an_old_install_upgrades_in_place(empty):
     assert triggers == [
         (f"{table}_{name}",)
         for table in ("inventory_items", "order_lines")
-        for name in ("request_refresh_delete", "request_refresh_insert", "request_refresh_update",
-                     "touch_updated_at")
+        for name in ("request_refresh_delete", "request_refresh_insert", "request_refresh_truncate",
+                     "request_refresh_update", "touch_updated_at")
     ]  # fmt: skip
 
 
