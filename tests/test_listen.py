@@ -81,6 +81,17 @@ def test_new_orders_refresh_that_clients_keys_and_no_other(db, backend, run_env)
         code, out = stop(proc)
     assert code == 0, out
     assert refreshed(backend) == {(ALICE, "amazon"): 1, (ALICE, "all"): 1}
+    with db.cursor() as cur:
+        # Each refresh keeps when the change it covered was first seen: the first order's.
+        cur.execute(
+            "SELECT j.change_at >= min(o.updated_at) - interval '1 second'"
+            " AND j.change_at <= min(o.updated_at) + interval '1 second'"
+            " AND j.change_at < j.finished_at"
+            " FROM refresh_jobs j JOIN refresh_runs r USING (run_id), order_lines o"
+            " WHERE r.trigger = 'listen' AND o.client_id = j.client_id"
+            " GROUP BY j.platform, j.change_at, j.finished_at"
+        )
+        assert [row[0] for row in cur.fetchall()] == [True, True]
 
 
 def test_request_command_records_the_change_and_wakes_a_listener(db, backend, run_env, capsys):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from ..plan import Job
 from . import queries as sql
@@ -25,6 +26,7 @@ class Pending:
     held_for: float | None  # seconds its current claim (or failure pause) still holds
     holder: str | None
     seen: float
+    first_at: datetime | None = None  # the first unreflected change, as the database has it
 
     def due_in(self, settle: float, max_delay: float) -> float:
         """Seconds from ``seen`` until the key is due (<= 0: due now), ignoring claims."""
@@ -46,7 +48,9 @@ def read(conn, platforms) -> list[Pending]:
     with conn.cursor() as cur:
         cur.execute(sql.PENDING, {"platforms": list(platforms)})
         rows = cur.fetchall()
-    return [Pending(Job(c, p), q, w, h, holder, seen) for c, p, q, w, h, holder in rows]
+    return [
+        Pending(Job(c, p), q, w, h, holder, seen, first) for c, p, q, w, h, holder, first in rows
+    ]
 
 
 @dataclass

@@ -23,7 +23,8 @@ PENDING = """
            extract(epoch FROM now() - min(greatest(coalesce(w.pending_since, w.requested_at),
                                                    c.covered_at)))::float8 AS waiting_for,
            extract(epoch FROM max(c.claimed_until) - now())::float8 AS held_for,
-           max(c.claimed_by) AS holder
+           max(c.claimed_by) AS holder,
+           min(greatest(coalesce(w.pending_since, w.requested_at), c.covered_at)) AS first_at
     FROM wanted AS w
     LEFT JOIN refresh_claims AS c ON c.client_id = w.client_id AND c.platform = w.platform
     WHERE w.version > CASE w.source WHEN 'shopify' THEN coalesce(c.covered_shopify, 0)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from .. import changes
 from ..claim import RunClaim
@@ -109,8 +110,13 @@ class RoundResult:
     seconds: float
 
 
-def refresh(worker: Worker, conn, jobs: Sequence[Job]) -> RoundResult:
+def refresh(
+    worker: Worker, conn, jobs: Sequence[Job], change_seen: Mapping[Job, datetime] | None = None
+) -> RoundResult:
     """Refresh ``jobs`` (claimed by the caller) as one round; return how each ended.
+
+    ``change_seen`` gives each key's first unreflected change, kept with its refresh (the
+    report's change-to-dashboard latency).
 
     Raises DatabaseError when the round's record could not be written: the keys are then
     refreshed again, never taken as covered on a record that does not exist.
@@ -133,6 +139,7 @@ def refresh(worker: Worker, conn, jobs: Sequence[Job]) -> RoundResult:
             deadline=deadline,
             secret=worker.secret,
             change_keys=_change_keys(worker, conn, jobs),
+            change_seen=change_seen,
         )
         not_started = run.dispatch(jobs)
         unrecorded = claim.stop_keeping()
@@ -156,6 +163,12 @@ def refresh(worker: Worker, conn, jobs: Sequence[Job]) -> RoundResult:
                 "failed": counts["failed"],
                 "not_attempted": counts["not_attempted"],
                 "skipped": 0,
+                "unchanged": 0,
+                "changed": len(jobs),  # a round refreshes changed keys only
+                "due": 0,
+                "expiring": 0,
+                # A round never reads every key's change: it says nothing of the others.
+                "checked_changes": False,
             },
         )
         if unrecorded:

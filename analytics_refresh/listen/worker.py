@@ -190,7 +190,8 @@ class Listener:
             return
         jobs = [c.job for c in taken]
         try:
-            result = rounds.refresh(self.worker, self.conn, jobs)
+            seen = {k.job: k.first_at for k in batch if k.first_at is not None}
+            result = rounds.refresh(self.worker, self.conn, jobs, seen)
         except BaseException:
             self.claims.forget(jobs)  # their leases run out; another listener retries them
             raise
