@@ -146,6 +146,24 @@ def build_parser() -> Parser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_int_between(0, 65535), default=5000)
 
+    commands.add_parser(
+        "listen",
+        help="refresh each key soon after its data changes, until SIGTERM/SIGINT",
+        description="Refresh each client x platform soon after its data changes: woken by "
+        "NOTIFY on analytics_refresh, reading the durable requests (refresh_requests) on "
+        "start, after every reconnect and every REFRESH_POLL_SECONDS (60). A key is "
+        "refreshed once quiet for REFRESH_SETTLE_SECONDS (5), at most "
+        "REFRESH_MAX_DELAY_SECONDS (60) after its first change. Several listeners share the "
+        "keys. SIGTERM or SIGINT: the requests in flight finish, then exit 0.",
+    )
+    request = commands.add_parser("request", help="ask the listeners to refresh a client now")
+    request.add_argument("client_id", type=client_id, metavar="CLIENT_ID")
+    request.add_argument(
+        "--platform",
+        choices=PLATFORMS,
+        help="only this key (default: every platform of the client)",
+    )
+
     demo = commands.add_parser(
         "demo",
         help="the whole system on this machine, then two runs",
@@ -167,6 +185,12 @@ def build_parser() -> Parser:
         help="load the demo into the database DATABASE_URL names instead of the embedded "
         "one; NAME must be that database's name (a confirmation: a real runner would "
         "refresh the demo clients too)",
+    )
+    demo.add_argument(
+        "--listen",
+        action="store_true",
+        help="then start a listener, add orders for one client and show its dashboards "
+        "refreshed within seconds, and no other client's",
     )
     return parser
 
@@ -267,6 +291,20 @@ def cmd_status(args, settings: Settings, proc) -> int:
     )
 
 
+def cmd_listen(args, settings: Settings, proc) -> int:
+    from .listen.worker import listen
+
+    with handle_signals(proc.stop):
+        return listen(settings, proc.stop)
+
+
+def cmd_request(args, settings: Settings, proc) -> int:
+    from .listen.request import request
+
+    print(request(settings, args.client_id, args.platform))
+    return 0
+
+
 def cmd_demo(args, settings: Settings, proc) -> int:
     from .demo import run_demo
 
@@ -301,6 +339,8 @@ COMMANDS = {
     "serve": Command(cmd_serve, logs=True),
     "check": Command(cmd_check, configure=_check_settings, explain=_explain_settings),
     "status": Command(cmd_status),
+    "listen": Command(cmd_listen, logs=True),
+    "request": Command(cmd_request),
     "demo": Command(cmd_demo, run=True, logs=True, configure=lambda s, _a: demo_settings(s)),
 }
 

@@ -92,7 +92,7 @@ KEYS = f"""
 """  # noqa: S608 (composed of constants; values travel as parameters)
 
 
-def _statement(template: str, conn) -> str:
+def with_client_ids(template: str, conn) -> str:
     """Return ``template`` with the client id read as the credentials table holds it."""
     with conn.cursor() as cur:
         cur.execute(ID_IS_UUID)
@@ -234,7 +234,7 @@ def read(
         cur.execute(READ_WORK_MEM)
         cur.execute("SELECT now()")
         (summary.now,) = cur.fetchone()
-        cur.execute(_statement(READ, conn), params)
+        cur.execute(with_client_ids(READ, conn), params)
         for kind, counts, *key in cur:
             if kind == "counts":
                 for row in json.loads(counts or "[]"):
@@ -254,7 +254,7 @@ def stream(
 ) -> Iterator[KeyRow]:
     """Yield every expected key (or the stale ones), stalest first, a page at a time."""
     params = _params(settings, max_age_seconds, stale_only=stale_only, limit=limit)
-    statement = _statement(KEYS, conn)
+    statement = with_client_ids(KEYS, conn)
     was_autocommit = conn.autocommit
     conn.autocommit = False  # a server-side cursor lives inside a transaction
     try:

@@ -73,6 +73,8 @@ RUNNING_ELSEWHERE = """
            lease_seconds, lock_pid
     FROM refresh_runs
     WHERE status = 'running' AND run_id <> %(run_id)s
+      -- A listener's rounds hold no run lock; claims keep them apart from runs instead.
+      AND trigger <> 'listen'
       AND (%(shard)s = '' OR shard = %(shard)s OR split_part(shard, '/', 2) <> %(count)s)
 """
 # Rows left 'running' whose lock session still lives and holds advisory locks: the runs
@@ -245,13 +247,14 @@ RECENT_RUNS = """
            jobs_total, jobs_succeeded, jobs_failed, jobs_not_attempted, jobs_skipped, note,
            jobs_unchanged, checked_changes
     FROM refresh_runs
+    WHERE trigger <> 'listen'  -- a listener's rounds are shown as its refresh count
     ORDER BY started_at DESC
     LIMIT %s
 """
 LAST_SUCCESSFUL_RUN = """
     SELECT extract(epoch FROM max(finished_at))::float8
     FROM refresh_runs
-    WHERE status = 'succeeded' AND shard = %s
+    WHERE status = 'succeeded' AND shard = %s AND trigger <> 'listen'
 """
 RUN_STARTED = "SELECT started_at FROM refresh_runs WHERE run_id = %s"
 

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from . import db, key_freshness, records
 from . import statements as sql
 from .key_freshness import KeyRow, Summary
+from .listen import overview
 from .settings import Settings
 
 # The worst keys a summary names: --json's "worst", and the text table's rows.
@@ -39,6 +40,7 @@ class Report:
     summary: Summary
     max_age_hours: float
     promise_seconds: float
+    listen: dict | None = None  # live listeners and pending keys (listen/overview.py)
 
     @property
     def now(self) -> datetime:
@@ -78,7 +80,8 @@ def _report(conn, settings: Settings, max_age_hours: float, runs: int, worst: in
     summary = key_freshness.read(
         conn, settings, worst=worst, streaks=STREAKS_SHOWN, max_age_seconds=max_age_hours * 3600
     )
-    return Report(recent, summary, max_age_hours, key_freshness.promise_seconds(settings))
+    listen = overview.read(conn, settings.platforms)
+    return Report(recent, summary, max_age_hours, key_freshness.promise_seconds(settings), listen)
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ def show_status(
             from .console import output_console, print_status
 
             print_status(output_console(), report, rows)
+            for line in overview.describe(report.listen):
+                print(line)
     return report.exit_code
 
 
@@ -155,6 +160,12 @@ _ZERO = timedelta(0)
 
 def _hours(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds / 3600, 4)
+
+
+def _listeners(listen: dict | None) -> list[dict]:
+    if not listen:
+        return []
+    return [{**item, "started_at": _iso(item["started_at"])} for item in listen["listeners"]]
 
 
 def key_dict(r: KeyRow) -> dict:
@@ -236,4 +247,9 @@ def as_dict(report: Report) -> dict:
         "runs": [_run_dict(run) for run in report.runs],
         "worst": [key_dict(r) for r in report.summary.worst],
         "failing_repeatedly": [key_dict(r) for r in report.summary.streaks],
+        "listeners": _listeners(report.listen),
+        "pending_keys": report.listen["pending_keys"] if report.listen else None,
+        "oldest_pending_seconds": (
+            report.listen["oldest_pending_seconds"] if report.listen else None
+        ),
     }
