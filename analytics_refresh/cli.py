@@ -89,6 +89,20 @@ def build_parser() -> Parser:
         metavar="N",
         help="how many recent runs to show (default 10)",
     )
+    status.add_argument(
+        "--keys",
+        action="store_true",
+        help='list every client x platform, stalest first (streamed; --json: as "caches")',
+    )
+    status.add_argument(
+        "--stale-only", action="store_true", help="list only the stale keys (implies --keys)"
+    )
+    status.add_argument(
+        "--limit",
+        type=_int_between(1, 10**9),
+        metavar="N",
+        help="list at most N keys (implies --keys)",
+    )
 
     token = commands.add_parser("token", help="print a client token, for curl")
     token.add_argument("client_id", type=client_id, metavar="CLIENT_ID")
@@ -132,6 +146,24 @@ def build_parser() -> Parser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_int_between(0, 65535), default=5000)
 
+    commands.add_parser(
+        "listen",
+        help="refresh each key soon after its data changes, until SIGTERM/SIGINT",
+        description="Refresh each client x platform soon after its data changes: woken by "
+        "NOTIFY on analytics_refresh, reading the durable requests (refresh_requests) on "
+        "start, after every reconnect and every REFRESH_POLL_SECONDS (60). A key is "
+        "refreshed once quiet for REFRESH_SETTLE_SECONDS (5), at most "
+        "REFRESH_MAX_DELAY_SECONDS (60) after its first change. Several listeners share the "
+        "keys. SIGTERM or SIGINT: the requests in flight finish, then exit 0.",
+    )
+    request = commands.add_parser("request", help="ask the listeners to refresh a client now")
+    request.add_argument("client_id", type=client_id, metavar="CLIENT_ID")
+    request.add_argument(
+        "--platform",
+        choices=PLATFORMS,
+        help="only this key (default: every platform of the client)",
+    )
+
     demo = commands.add_parser(
         "demo",
         help="the whole system on this machine, then two runs",
@@ -153,6 +185,12 @@ def build_parser() -> Parser:
         help="load the demo into the database DATABASE_URL names instead of the embedded "
         "one; NAME must be that database's name (a confirmation: a real runner would "
         "refresh the demo clients too)",
+    )
+    demo.add_argument(
+        "--listen",
+        action="store_true",
+        help="then start a listener, add orders for one client and show its dashboards "
+        "refreshed within seconds, and no other client's",
     )
     return parser
 
@@ -241,9 +279,30 @@ def cmd_check(args, settings: Settings, proc) -> int:
 
 
 def cmd_status(args, settings: Settings, proc) -> int:
-    from .status import show_status
+    from .status import KeyList, show_status
 
-    return show_status(settings, as_json=args.json, max_age_hours=args.max_age, runs=args.runs)
+    keys = KeyList(
+        wanted=args.keys or args.stale_only or args.limit is not None,
+        stale_only=args.stale_only,
+        limit=args.limit,
+    )
+    return show_status(
+        settings, as_json=args.json, max_age_hours=args.max_age, runs=args.runs, keys=keys
+    )
+
+
+def cmd_listen(args, settings: Settings, proc) -> int:
+    from .listen.worker import listen
+
+    with handle_signals(proc.stop):
+        return listen(settings, proc.stop)
+
+
+def cmd_request(args, settings: Settings, proc) -> int:
+    from .listen.request import request
+
+    print(request(settings, args.client_id, args.platform))
+    return 0
 
 
 def cmd_demo(args, settings: Settings, proc) -> int:
@@ -280,6 +339,8 @@ COMMANDS = {
     "serve": Command(cmd_serve, logs=True),
     "check": Command(cmd_check, configure=_check_settings, explain=_explain_settings),
     "status": Command(cmd_status),
+    "listen": Command(cmd_listen, logs=True),
+    "request": Command(cmd_request),
     "demo": Command(cmd_demo, run=True, logs=True, configure=lambda s, _a: demo_settings(s)),
 }
 

@@ -265,6 +265,7 @@ def init_schema(conn) -> None:
             cur.execute(sql.NO_STATEMENT_TIMEOUT)  # filling the state may take a while
             dbwatch.set_bound(conn, None)
             cur.execute(read_sql("runner_schema.sql"))
+            cur.execute(read_sql("listen_schema.sql"))
         finally:
             dbwatch.set_bound(conn, bounded)
             cur.execute(sql.INIT_UNLOCK)

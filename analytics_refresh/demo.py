@@ -108,6 +108,12 @@ def run_demo(settings: Settings, args, proc) -> int:
             f"[bold]5/5[/] A second run, {what} the first: only changed data is refreshed"
         )
         result = _run(proc, run_settings)
+        if getattr(args, "listen", False) and not result.exit_code and not proc.stop.is_set():
+            from .demo_listen import show_listener
+
+            code = show_listener(console, run_settings, client_ids, add_orders, proc.stop)
+            if code:
+                return code
     finally:
         server.stop()
     console.print(f"Log: {run_settings.log_file}   exit code: {result.exit_code}")

@@ -54,8 +54,10 @@ class JobRunner:
         change_keys: Mapping[Job, str] | None = None,
         change_seen: Mapping[Job, datetime] | None = None,
         on_job_done: Callable[[JobRecord], None] | None = None,
+        key_claims=None,  # run_claims.RunClaims: a key a listener holds is skipped
     ):
         self.claim = claim
+        self.key_claims = key_claims
         self.client = client
         self.policy = RetryPolicy(max_attempts=settings.max_attempts)
         self.timeout = settings.timeout
@@ -88,6 +90,23 @@ class JobRunner:
         return api_key_auth.mint_client_token(
             job.client_id, self.secret, ttl_seconds=TOKEN_TTL_SECONDS
         )
+
+    def run_claimed(self, job: Job) -> JobRecord:
+        """Refresh one job under its key's claim, when the run has key claims; never raises."""
+        claims = self.key_claims
+        if claims is None:
+            return self.run_job(job)
+        if not claims.take(job):
+            record = JobRecord(job, "skipped", error=claims.SKIP_REASON)
+            log.info("⏭ SKIPPED - %s: %s", job, record.error, extra=record.log_fields())
+            self.save(record)
+            return record
+        record = None
+        try:
+            record = self.run_job(job)
+            return record
+        finally:
+            claims.release(job, record.status if record is not None else "failed")
 
     def run_job(self, job: Job) -> JobRecord:
         """Refresh one job with retries; never raises."""
@@ -268,7 +287,7 @@ class JobRunner:
 
     def _run_one(self, job: Job, front: bool) -> None:
         try:
-            self.run_job(job)
+            self.run_claimed(job)
         finally:
             with self._slots:
                 self._active -= 1

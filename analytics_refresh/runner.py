@@ -22,6 +22,7 @@ from .errors import exit_code, first_line
 from .jobs import JobRunner
 from .logs import redact
 from .outcome import Ending, Hooks, RunFacts, RunResult, decide
+from .run_claims import RunClaims
 from .settings import Settings
 from .stop import StopRequest
 from .summary import extras, summarise_failures
@@ -83,6 +84,7 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
     # which the run row counts: a quiet run writes in proportion to what it refreshes.
     claim.queue_planned([*schedule.jobs, *(r.job for r in schedule.skipped)], schedule.skipped)
     client = RefreshClient(settings)
+    key_claims = RunClaims.open(claim.writer.url, claim.run_id, settings)
     limiter = make_limit(
         settings.concurrency, settings.adaptive, schedule.expected, _learned(claim)
     )
@@ -97,12 +99,15 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
         change_keys=schedule.change_keys,
         change_seen=schedule.change_seen,
         on_job_done=hooks.on_job_done,
+        key_claims=key_claims,
     )
     try:
         run.count_skipped(schedule.skipped)
         not_started = run.dispatch(schedule.jobs)
     finally:
         client.close()
+        if key_claims is not None:
+            key_claims.close()
         unrecorded = claim.stop_keeping()
     # Losing the lock after the last job started must not pass unnoticed either.
     claim.check()

@@ -88,6 +88,7 @@ VARIABLES: dict[str, Variable] = {
     "HEALTHCHECK_URL": Variable("healthcheck_url", http_url),
     "METRICS_FILE": Variable("metrics_file", Path),
     "METRICS_PUSHGATEWAY_URL": Variable("pushgateway_url", http_url),
+    "METRICS_WORST_KEYS": Variable("metrics_worst_keys", number(int, 0, 500)),
     "REFRESH_ADAPTIVE": Variable("adaptive", boolean),
     "REFRESH_SKIP_FRESH_MINUTES": Variable("skip_fresh_minutes", number(float, 0, 10**6)),
     "REFRESH_SHARD": Variable("shard", _shard),
@@ -96,6 +97,10 @@ VARIABLES: dict[str, Variable] = {
     "REFRESH_MAX_AGE_MINUTES": Variable("max_age_minutes", number(float, 1, 10**6)),
     "REFRESH_INTERVAL_MINUTES": Variable("interval_minutes", number(float, 1, 10**6)),
     "ANALYTICS_REFRESH_DATA_DIR": Variable("data_dir", Path),
+    "REFRESH_POLL_SECONDS": Variable("poll_seconds", number(float, 1, 86400)),
+    "REFRESH_SETTLE_SECONDS": Variable("settle_seconds", number(float, 0, 3600)),
+    "REFRESH_MAX_DELAY_SECONDS": Variable("max_delay_seconds", number(float, 0, 86400)),
+    "REFRESH_ALIVE_FILE": Variable("alive_file", Path),
 }
 # Settings whose value is a URL that may carry a password or a key in its query string.
 URL_VARIABLES = ("DATABASE_URL", "ANALYTICS_API_URL", "HEALTHCHECK_URL", "METRICS_PUSHGATEWAY_URL")
@@ -145,6 +150,8 @@ class Settings:
     healthcheck_url: str | None = None
     metrics_file: Path | None = None
     pushgateway_url: str | None = None
+    # The stalest keys the metrics name (a series each); the rest are only counted.
+    metrics_worst_keys: int = 20
     adaptive: bool = True
     skip_fresh_minutes: float = 0.0
     shard: Shard | None = None
@@ -158,6 +165,13 @@ class Settings:
     # How often the scheduler starts a run (the installers write it beside the schedule):
     # what the freshness promise, the copies' refresh lead and the deadline are judged by.
     interval_minutes: float = 120.0
+    # The listener: how often it reads pending requests without a notification, how long a
+    # key's changes must be quiet before it refreshes, and the most it waits after the first.
+    poll_seconds: float = 60.0
+    settle_seconds: float = 5.0
+    max_delay_seconds: float = 60.0
+    # Touched every few seconds while the listener's loop makes progress (a liveness probe).
+    alive_file: Path | None = None
     # systemd sets JOURNAL_STREAM for a unit's output: the log then also goes to stderr.
     journal: bool = False
     # Unknown variables (a project prefix, or a near-miss of a known name), each with the
