@@ -35,10 +35,12 @@ class RunClaims:
 
     SKIP_REASON = SKIP_REASON
 
-    def __init__(self, url: str, run_id: str, settings: Settings, conn):
+    def __init__(self, url: str, run_id: str, settings: Settings, conn, deadline=None):
         # A run's request may take REFRESH_TIMEOUT per attempt: the lease outlasts one.
         self.claims = Claims(holder(run_id), max(LEASE_SECONDS, settings.timeout + LEASE_SECONDS))
         self.url = url
+        # The run's deadline: its connections share the run's record of a silent database.
+        self.deadline = deadline
         self.platforms = settings.platforms
         self.conn = conn
         self._mutex = threading.Lock()
@@ -48,10 +50,12 @@ class RunClaims:
         self._thread.start()
 
     @classmethod
-    def open(cls, url: str, run_id: str, settings: Settings) -> RunClaims | None:
+    def open(cls, url: str, run_id: str, settings: Settings, deadline=None) -> RunClaims | None:
         """Return the run's claims, or None where no listener can run (no claims table)."""
         try:
-            conn = db.connect(url, application_name="analytics-refresh run claims")
+            conn = db.connect(
+                url, application_name="analytics-refresh run claims", deadline=deadline
+            )
         except RefreshError:
             return None
         try:
@@ -61,7 +65,7 @@ class RunClaims:
         except psycopg2.Error:
             conn.close()
             return None
-        return cls(url, run_id, settings, conn)
+        return cls(url, run_id, settings, conn, deadline)
 
     def take(self, job: Job) -> bool:
         """Claim ``job``'s key; False when a listener holds it (the job is then skipped)."""
@@ -105,7 +109,9 @@ class RunClaims:
 
     def _connected(self) -> None:
         if self.conn is None or self.conn.closed:
-            self.conn = db.connect(self.url, application_name="analytics-refresh run claims")
+            self.conn = db.connect(
+                self.url, application_name="analytics-refresh run claims", deadline=self.deadline
+            )
 
     def _trouble(self, exc: BaseException) -> None:
         if self.conn is not None:
