@@ -125,6 +125,23 @@ def build_parser() -> Parser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_int_between(0, 65535), default=5000)
 
+    report = commands.add_parser(
+        "report", help="a freshness report: the promise kept, per day and per key (HTML)"
+    )
+    report.add_argument(
+        "--days",
+        type=_int_between(1, 366),
+        default=7,
+        metavar="N",
+        help="whole UTC days to cover, today included (default 7)",
+    )
+    report.add_argument(
+        "--out",
+        metavar="FILE",
+        help="where to write it (default freshness-report.html; with --json, stdout)",
+    )
+    report.add_argument("--json", action="store_true", help="the figures as JSON instead")
+
     demo = commands.add_parser("demo", help="the whole system on this machine, then one run")
     demo.add_argument("--clients", type=_int_between(1, 10_000), default=4)
     demo.add_argument("--skus", type=_int_between(1, 100_000), default=200)
@@ -224,6 +241,12 @@ def cmd_status(args, settings: Settings, proc) -> int:
     return show_status(settings, as_json=args.json, max_age_hours=args.max_age, runs=args.runs)
 
 
+def cmd_report(args, settings: Settings, proc) -> int:
+    from .report.command import run_report
+
+    return run_report(settings, days=args.days, out=args.out, as_json=args.json)
+
+
 def cmd_demo(args, settings: Settings, proc) -> int:
     from .demo import run_demo
 
@@ -258,6 +281,7 @@ COMMANDS = {
     "serve": Command(cmd_serve, logs=True),
     "check": Command(cmd_check, configure=_check_settings, explain=_explain_settings),
     "status": Command(cmd_status),
+    "report": Command(cmd_report),
     "demo": Command(
         cmd_demo, run=True, logs=True, configure=lambda s, _a: s.replace(trigger="demo")
     ),

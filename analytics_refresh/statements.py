@@ -81,8 +81,18 @@ FINISH_JOBS = """
         UPDATE refresh_jobs AS j
         SET status = b.status, attempts = b.attempts, http_status = b.http_status,
             duration_ms = b.duration_ms, platform_count = b.platform_count,
-            sku_count = b.sku_count, error = b.error, finished_at = now()
+            sku_count = b.sku_count, error = b.error, finished_at = now(),
+            -- The key's success before this one (-infinity: none) and that copy's expiry,
+            -- as the state had them before this statement: the freshness report reads
+            -- each gap between refreshes from one row. A row written again (a lost
+            -- acknowledgement) keeps what its first write found.
+            prev_success_at = CASE WHEN j.status = 'not_attempted'
+                                   THEN coalesce(s.last_success_at, '-infinity')
+                                   ELSE j.prev_success_at END,
+            prev_expires_at = CASE WHEN j.status = 'not_attempted' THEN s.expires_at
+                                   ELSE j.prev_expires_at END
         FROM batch AS b
+        LEFT JOIN refresh_state AS s ON s.client_id = b.client_id AND s.platform = b.platform
         WHERE j.run_id = b.run_id AND j.client_id = b.client_id AND j.platform = b.platform
     ),
     -- Skipped as unchanged (it carries its change key): the cache is still current.

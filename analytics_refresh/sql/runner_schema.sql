@@ -80,6 +80,19 @@ ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS changed_at timestamptz;
 -- When the cache was last known current: refreshed, or its data found unchanged since.
 ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS verified_at timestamptz;
 
+-- What the freshness report judges by: when the change a refresh covered was first seen
+-- (NULL: unknown), until when its answer holds, and per run the keys it found unchanged
+-- (no row each) and whether it read the change keys at all.
+ALTER TABLE refresh_jobs ADD COLUMN IF NOT EXISTS change_at timestamptz;
+ALTER TABLE refresh_jobs ADD COLUMN IF NOT EXISTS expires_at timestamptz;
+-- A refresh names the key's success before it (-infinity: none) and that copy's expiry:
+-- the report finds each gap between refreshes on one row, without sorting the history.
+ALTER TABLE refresh_jobs ADD COLUMN IF NOT EXISTS prev_success_at timestamptz;
+ALTER TABLE refresh_jobs ADD COLUMN IF NOT EXISTS prev_expires_at timestamptz;
+ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS expires_at timestamptz;
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS jobs_unchanged integer NOT NULL DEFAULT 0;
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS checked_changes boolean NOT NULL DEFAULT false;
+
 -- An install upgraded from a release without the state table: fill it from the history,
 -- once (only while it is empty), so status and ordering know every key at once. One pass
 -- over refresh_jobs with hash joins: minutes at most, and only on that first upgrade.

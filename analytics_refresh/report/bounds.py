@@ -1,0 +1,67 @@
+"""The promise a report judges keys by, per mode, from the settings and what the runs say."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..settings import Settings
+
+CLASSIC = "classic"
+CHANGE_AWARE = "change-aware"
+LISTENER = "listener"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How late a key may be: by its age, after a change, and whether expiry counts."""
+
+    mode: str
+    age_seconds: float  # since the last success
+    change_seconds: float | None  # since the first change not reflected (None: not judged)
+    expiry: bool  # an expired copy is late
+
+    def describe(self) -> str:
+        """Return the promise in words, for the report's header."""
+        text = f"refreshed within {duration(self.age_seconds)}"
+        if self.change_seconds is not None:
+            text += f"; a change shown within {duration(self.change_seconds)}"
+        if self.expiry:
+            text += "; a kept copy never expired"
+        return text
+
+
+def run_allowance(settings: Settings) -> float:
+    """Return how long one run may take to reach every key: a quarter of the interval."""
+    return min(settings.deadline, settings.interval_minutes * 60 / 4)
+
+
+def bounds_for(settings: Settings, *, checked_runs: int = 0, listener_runs: int = 0) -> Bounds:
+    """Return the promise of the mode in use: the listener's when its runs are in the
+    window, change-aware when the change query is set or runs read it, else classic."""
+    interval = settings.interval_minutes * 60
+    allowance = run_allowance(settings)
+    if not (listener_runs or checked_runs or settings.change_sql):
+        return Bounds(CLASSIC, interval + allowance, None, False)
+    # Every key is refreshed at least once per max age, at the first run after it came due.
+    age = settings.max_age_minutes * 60 + interval + allowance
+    if listener_runs:
+        delay = getattr(settings, "max_delay_seconds", 60.0)
+        settle = getattr(settings, "settle_seconds", 5.0)
+        return Bounds(LISTENER, age, delay + settle, True)
+    return Bounds(CHANGE_AWARE, age, interval + allowance, True)
+
+
+def duration(seconds: float) -> str:
+    """Return ``seconds`` as ``2 h 30 min``, ``90 s`` or ``1 d 2 h``."""
+    seconds = round(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    days, minutes = divmod(minutes, 1440)
+    hours, minutes = divmod(minutes, 60)
+    parts = [
+        f"{days} d" if days else "",
+        f"{hours} h" if hours else "",
+        f"{minutes} min" if minutes else "",
+    ]
+    return " ".join(p for p in parts if p)

@@ -1,0 +1,302 @@
+"""The report's figures, computed in the database from the runner's tables.
+
+The window is ``days`` whole UTC days ending with today (today up to now). Each judged key
+(client x platform connected now, as a run would plan it) counts from its first recorded
+success or change; a late minute is one in which the promise (bounds.py) is not kept.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from .. import records
+from ..plan import Job
+from . import queries as q
+from .bounds import Bounds, bounds_for
+
+GRID_KEYS = 50
+TOP_CLIENTS = 20
+TOP_REASONS = 10
+WORST_PER_DAY = 3
+HOUR = timedelta(hours=1)
+
+Key = tuple[str, str]
+
+
+@dataclass
+class Day:
+    """One UTC day's headline."""
+
+    date: str
+    counted_minutes: int
+    late_minutes: int
+    breaches: int
+    worst: list[tuple[Key, int]] = field(default_factory=list)
+    latency: dict | None = None  # count, median_s, p95_s, max_s
+    ran: int = 0
+    unchanged: int = 0
+
+    @property
+    def within_promise(self) -> float | None:
+        if not self.counted_minutes:
+            return None
+        return round(1 - self.late_minutes / self.counted_minutes, 6)
+
+
+@dataclass
+class Cell:
+    """A run of hours of one grid line in the same state."""
+
+    start: datetime
+    hours: int
+    state: str  # current | late | failing | never | disconnected | (rest: a share)
+    reason: str = ""
+
+
+@dataclass
+class Figures:
+    """Everything the report shows."""
+
+    now: datetime
+    start: datetime
+    bounds: Bounds
+    judged: list[Key]
+    days: list[Day]
+    key_late: dict[Key, int]
+    grid: list[tuple[Key, list[Cell]]]
+    rest: list[tuple[datetime, int]]  # per hour, other keys late in it
+    rest_keys: int
+    client_seconds: dict[str, float]
+    client_day_seconds: dict[str, dict[str, float]]
+    reasons: list[tuple[str, int, int, str]]
+    failing_keys: list[tuple[Key, int, datetime, int, str | None]]
+
+    @property
+    def keys_judged(self) -> int:
+        return len(self.judged)
+
+    @property
+    def hours(self) -> int:
+        return max(1, -(-int((self.now - self.start).total_seconds()) // 3600))
+
+
+def collect(conn, settings, days: int) -> Figures:
+    """Compute every figure of the last ``days`` UTC days, in one transaction."""
+    jobs = records.expected_jobs(conn, settings)
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET LOCAL TIME ZONE 'UTC'")
+            cur.execute("SET LOCAL work_mem = '64MB'")
+            cur.execute(
+                "SELECT now(), date_trunc('day', now()) - make_interval(days => %s)", (days - 1,)
+            )
+            now, start = cur.fetchone()
+            params = {"lo": start, "hi": now}
+            cur.execute(q.RUN_KINDS, params)
+            checked, listener = cur.fetchone()
+            bounds = bounds_for(settings, checked_runs=checked, listener_runs=listener)
+            params.update(
+                age_s=bounds.age_seconds,
+                change_s=bounds.change_seconds if bounds.change_seconds is not None else 0,
+                expiry=bounds.expiry,
+                streak=records.FAILING_STREAK,
+                limit=TOP_REASONS,
+            )
+            if bounds.change_seconds is None:
+                params["change_s"] = None
+            _judge(cur, jobs, params)
+            figures = _figures(
+                cur, params, bounds, [(j.client_id, j.platform) for j in jobs], now, start
+            )
+    finally:
+        conn.rollback()  # the temporary tables go with the transaction
+        conn.autocommit = True
+    return figures
+
+
+def _judge(cur, jobs: list[Job], params: dict) -> None:
+    cur.execute(q.CREATE_KEYS)
+    cur.execute(q.INSERT_KEYS, ([j.client_id for j in jobs], [j.platform for j in jobs]))
+    cur.execute(q.TOTALS, params)
+    cur.execute(q.ROWS, params)
+    cur.execute("ANALYZE report_keys, report_totals, report_rows")
+    cur.execute(q.FAILURES)
+    cur.execute(q.CREATE_PENDING)
+    cur.execute(q.PENDING_FROM_FAILURES)
+    cur.execute(q.TABLE_EXISTS, ("refresh_requests",))
+    if cur.fetchone()[0]:
+        cur.execute(q.PENDING_FROM_REQUESTS, params)
+    cur.execute(q.CREATE_GAPS)
+    cur.execute("SELECT EXISTS (SELECT 1 FROM report_rows WHERE unknown)")
+    if cur.fetchone()[0]:
+        cur.execute(q.BEFORE_UNKNOWN, params)
+        cur.execute(q.GAPS_OF_UNKNOWN)
+    cur.execute(q.KNOWN_GAPS, params)
+    cur.execute(q.CREATE_PIECES, params)
+    cur.execute(q.KEY_STARTS)
+    cur.execute(q.BREACHES)
+
+
+def _figures(cur, params, bounds, keys: list[Key], now, start) -> Figures:
+    judged = len(keys)
+    cur.execute(q.DAY_FIGURES, params)
+    days = [Day(_date(d), int(c), int(late), int(b)) for d, c, late, b in cur.fetchall()]
+    by_date = {d.date: d for d in days}
+
+    key_late: dict[Key, int] = defaultdict(int)
+    per_day: dict[str, list[tuple[int, Key]]] = defaultdict(list)
+    cur.execute(q.KEY_DAY_LATE, params)
+    for client_id, platform, day, minutes in cur:
+        key_late[(client_id, platform)] += minutes
+        per_day[_date(day)].append((minutes, (client_id, platform)))
+    for date, rows in per_day.items():
+        rows.sort(key=lambda r: (-r[0], r[1]))
+        by_date[date].worst = [(k, m) for m, k in rows[:WORST_PER_DAY]]
+
+    cur.execute(q.LATENCY, params)
+    for day, count, median, p95, most in cur.fetchall():
+        if _date(day) in by_date:
+            by_date[_date(day)].latency = {
+                "count": count,
+                "median_s": round(median, 3),
+                "p95_s": round(p95, 3),
+                "max_s": round(most, 3),
+            }
+    cur.execute(q.SKIPPED, params)
+    for day, ran, unchanged in cur.fetchall():
+        if _date(day) in by_date:
+            by_date[_date(day)].ran, by_date[_date(day)].unchanged = int(ran), int(unchanged)
+
+    client_seconds: dict[str, float] = defaultdict(float)
+    client_days: dict[str, dict[str, float]] = defaultdict(dict)
+    cur.execute(q.CLIENT_DAY_SECONDS, params)
+    for client_id, day, seconds in cur:
+        client_seconds[client_id] += float(seconds)
+        client_days[client_id][_date(day)] = float(seconds)
+    top = sorted(client_seconds, key=lambda c: (-client_seconds[c], c))[:TOP_CLIENTS]
+
+    cur.execute(q.FAILURE_REASONS, params)
+    reasons = cur.fetchall()
+    cur.execute(q.FAILING_KEYS, {**params, "limit": GRID_KEYS})
+    failing = [((c, p), n, at, streak, err) for c, p, n, at, streak, err in cur.fetchall()]
+
+    grid_keys = _worst_keys(key_late, failing, cur, params)
+    grid = _grid(cur, params, grid_keys, start, now)
+    rest = []
+    if judged > len(grid_keys):
+        cur.execute(
+            q.REST_HOURS,
+            {
+                **params,
+                "clients": [k[0] for k in grid_keys],
+                "platforms": [k[1] for k in grid_keys],
+            },
+        )
+        rest = sorted(cur.fetchall())
+    return Figures(
+        now=now,
+        start=start,
+        bounds=bounds,
+        judged=keys,
+        days=days,
+        key_late=dict(key_late),
+        grid=grid,
+        rest=rest,
+        rest_keys=max(0, judged - len(grid_keys)),
+        client_seconds={c: round(s, 3) for c, s in client_seconds.items()},
+        client_day_seconds={c: client_days[c] for c in top},
+        reasons=reasons,
+        failing_keys=failing,
+    )
+
+
+def _worst_keys(key_late, failing, cur, params) -> list[Key]:
+    """Return the grid's keys: the latest first, then the failing, then the others."""
+    ranked = sorted(key_late, key=lambda k: (-key_late[k], k))[:GRID_KEYS]
+    for key, *_ in failing:
+        if len(ranked) < GRID_KEYS and key not in ranked:
+            ranked.append(key)
+    if len(ranked) < GRID_KEYS:
+        cur.execute(
+            "SELECT client_id::text, platform FROM report_starts ORDER BY 1, 2 LIMIT %s",
+            (GRID_KEYS * 2,),
+        )
+        for key in cur.fetchall():
+            if len(ranked) < GRID_KEYS and key not in ranked:
+                ranked.append(tuple(key))
+    return ranked
+
+
+def _grid(cur, params, keys: list[Key], start: datetime, now: datetime):
+    if not keys:
+        return []
+    arrays = {**params, "clients": [k[0] for k in keys], "platforms": [k[1] for k in keys]}
+    cur.execute(q.KEY_PIECES, arrays)
+    pieces: dict[Key, list] = defaultdict(list)
+    for client_id, platform, late_from, late_to, reason, prev_at in cur.fetchall():
+        pieces[(client_id, platform)].append((late_from, late_to, reason, prev_at))
+    cur.execute(q.KEY_STARTS_OF, arrays)
+    starts = {(c, p): at for c, p, at in cur.fetchall()}
+    cur.execute(q.FAILURE_HOURS, arrays)
+    failures = {(c, p, h): err for c, p, h, err in cur.fetchall()}
+    hours = max(1, -(-int((now - start).total_seconds()) // 3600))
+    return [
+        (key, _cells(key, pieces[key], starts.get(key), failures, start, now, hours))
+        for key in keys
+    ]
+
+
+def _cells(key, pieces, start_at, failures, start, now, hours) -> list[Cell]:
+    cells: list[Cell] = []
+    index = 0
+    for h in range(hours):
+        hour = start + h * HOUR
+        end = min(hour + HOUR, now)
+        late = 0
+        reason = ""
+        while index < len(pieces) and pieces[index][1] <= hour:
+            index += 1
+        for late_from, late_to, why, _prev in pieces[index:]:
+            if late_from >= end:
+                break
+            late += _minutes(max(late_from, hour), min(late_to, end))
+            reason = reason or why
+        if start_at is None or start_at >= end:
+            state, text = "never", "never refreshed"
+        elif late:
+            state, text = "late", f"late {late} min ({REASONS[reason]})"
+        elif (key[0], key[1], hour) in failures:
+            state, text = "failing", f"refresh failed: {failures[(key[0], key[1], hour)]}"
+        else:
+            state, text = "current", "within the promise"
+        # Quiet hours in a row are one cell; a late or failing hour keeps its own reason.
+        if cells and cells[-1].state == state and state in ("current", "never"):
+            cells[-1].hours += 1
+        else:
+            cells.append(Cell(hour, 1, state, text))
+    return cells
+
+
+REASONS = {
+    "age": "no refresh within the promised age",
+    "expired": "its copy had expired",
+    "change": "a change not shown within the promised time",
+}
+
+
+def _minutes(a: datetime, b: datetime) -> int:
+    if b <= a:
+        return 0
+    return _ceil_minute(b) - _ceil_minute(a)
+
+
+def _ceil_minute(t: datetime) -> int:
+    seconds = t.timestamp()
+    return -int(-seconds // 60)
+
+
+def _date(value: datetime) -> str:
+    return value.astimezone(timezone.utc).date().isoformat()
