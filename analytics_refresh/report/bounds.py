@@ -45,9 +45,9 @@ def bounds_for(settings: Settings, *, checked_runs: int = 0, listener_runs: int 
     # Every key is refreshed at least once per max age, at the first run after it came due.
     age = settings.max_age_minutes * 60 + interval + allowance
     if listener_runs:
+        # Refreshed no later than the max delay after the change, plus one refresh.
         delay = getattr(settings, "max_delay_seconds", 60.0)
-        settle = getattr(settings, "settle_seconds", 5.0)
-        return Bounds(LISTENER, age, delay + settle, True)
+        return Bounds(LISTENER, age, min(interval + allowance, delay + settings.timeout), True)
     return Bounds(CHANGE_AWARE, age, interval + allowance, True)
 
 
