@@ -31,16 +31,28 @@ def run_report(settings: Settings, *, days: int, out: str | None, as_json: bool)
         else:
             sys.stdout.write(text + "\n")
         return 0
-    from .html import render
-
     path = Path(out or DEFAULT_OUT)
-    _write(path, render(figures, days))
+    _write_html(path, figures, days)
     day = figures.days[-1] if figures.days else None
     share = "" if day is None or day.within_promise is None else f"{day.within_promise:.1%}"
     print(f"Freshness report written to {path.resolve()}")
     if share:
         print(f"Today (UTC) so far: {share} of key-minutes within the promise")
     return 0
+
+
+def write_report(settings: Settings, path: Path, *, days: int = 1) -> Path:
+    """Write the HTML report of the last ``days`` days to ``path``; return its full path."""
+    with db.connection(db.database_url(settings)) as conn:
+        figures = collect(conn, settings, days)
+    _write_html(path, figures, days)
+    return path.resolve()
+
+
+def _write_html(path: Path, figures: Figures, days: int) -> None:
+    from .html import render
+
+    _write(path, render(figures, days))
 
 
 def _write(path: Path, text: str) -> None:
