@@ -28,6 +28,7 @@ background:#f5f7fa}
 main{max-width:1200px;margin:0 auto;padding:16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:24px 0 8px}
 section{background:#fff;border:1px solid #e4e7eb;border-radius:6px;padding:12px;margin:12px 0}
+section>h2:first-child{margin-top:0}
 .meta{color:#52606d;margin:0}
 table{border-collapse:collapse;width:100%;table-layout:fixed}
 th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #e4e7eb;vertical-align:top;
@@ -40,11 +41,15 @@ td.n,th.n{text-align:right}
 .legend li{display:flex;align-items:center;gap:6px}
 .sw{display:inline-block;width:14px;height:14px;border-radius:3px}
 .grid .row{display:flex;align-items:center;gap:8px;margin:1px 0}
-.grid .key{flex:0 0 260px;font:12px/1.2 ui-monospace,Menlo,Consolas,monospace;
+.grid .key{flex:0 0 170px;font:12px/1.2 ui-monospace,Menlo,Consolas,monospace;
 overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .grid svg{flex:1 1 auto;min-width:0;width:100%;height:14px;display:block}
-.axis{display:flex;justify-content:space-between;color:#52606d;font-size:12px;margin-left:268px}
+.axis{display:flex;justify-content:space-between;color:#52606d;font-size:12px;margin-left:178px}
 .empty{color:#52606d}
+.tiles{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
+.tile{flex:1 1 150px;background:#fff;border:1px solid #e4e7eb;border-radius:6px;padding:8px 12px}
+.tile b{display:block;font-size:22px}
+.tile span{color:#52606d;font-size:12px}
 @media (max-width:700px){
  main{padding:8px}
  .grid .row{flex-wrap:wrap;gap:0;margin:0 0 4px}
@@ -67,6 +72,7 @@ def render(f: Figures, days: int) -> str:
         f'<p class="meta">{_utc(f.start)} to {_utc(f.now)} (UTC), {days} days, '
         f"{f.keys_judged} keys. Mode: {escape(f.bounds.mode)}; promise: "
         f"{escape(f.bounds.describe())}.</p>",
+        _tiles(f),
         _headline(f),
         _grid(f),
         _latency(f),
@@ -89,12 +95,40 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.2f}%"
 
 
+def _tiles(f: Figures) -> str:
+    counted = sum(d.counted_minutes for d in f.days)
+    late = sum(d.late_minutes for d in f.days)
+    share = 1 - late / counted if counted else None
+    tiles = (
+        (_pct(share), "of key-minutes within the promise"),
+        (str(sum(d.breaches for d in f.days)), "breaches"),
+        (str(late), "late key-minutes"),
+        (str(len([k for k, m in f.key_late.items() if m])), "keys late at some time"),
+    )
+    return (
+        '<div class="tiles" id="summary">'
+        + "".join(f'<div class="tile"><b>{v}</b><span>{t}</span></div>' for v, t in tiles)
+        + "</div>"
+    )
+
+
+def _short(key) -> str:
+    """Return a key as a person scans it: the client id's first block and the platform."""
+    return f"{key[0][:8]}… ({key[1]})"
+
+
 def _headline(f: Figures) -> str:
     rows = []
     for d in reversed(f.days):
         share = d.within_promise
         width = 0 if share is None else round(share * 100, 1)
-        worst = "<br>".join(f"{escape(_key(k))}: {m} min" for k, m in d.worst) or "–"
+        worst = (
+            "<br>".join(
+                f'<span title="{escape(_key(k))}">{escape(_short(k))}</span>: {m} min'
+                for k, m in d.worst
+            )
+            or "–"
+        )
         rows.append(
             f"<tr><td>{d.date}</td><td class='n'>{_pct(share)}"
             f"<div class='bar'><i style='width:{width}%'></i></div></td>"
@@ -105,7 +139,9 @@ def _headline(f: Figures) -> str:
         '<section id="days"><h2>Within the promise, per day (UTC)</h2>'
         "<p class='meta'>Share of key-minutes within the promise; a breach is a key's unbroken "
         "run of late minutes, counted on the day it began.</p>"
-        "<table><thead><tr><th>Day (UTC)</th><th class='n'>Within promise</th>"
+        "<table><colgroup><col style='width:18%'><col style='width:22%'>"
+        "<col style='width:13%'><col style='width:15%'><col class='wide'></colgroup>"
+        "<thead><tr><th>Day (UTC)</th><th class='n'>Within promise</th>"
         "<th class='n'>Breaches</th><th class='n'>Late minutes</th>"
         "<th class='wide'>Worst keys</th></tr></thead><tbody>"
         + "".join(rows)
@@ -151,7 +187,7 @@ def _grid(f: Figures) -> str:
     for key, cells in f.grid:
         name = escape(_key(key))
         lines.append(
-            f'<div class="row"><div class="key" title="{name}">{name}</div>'
+            f'<div class="row"><div class="key" title="{name}">{escape(_short(key))}</div>'
             + _svg(cells, hours, lambda c, k=key: f"{_key(k)} · {_span(c)} · {c.reason}")
             + "</div>"
         )
