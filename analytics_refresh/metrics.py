@@ -31,6 +31,7 @@ PREFIX = "analytics_refresh_"
 LAST_SUCCESS = PREFIX + "last_success_timestamp_seconds"
 CLIENT_LAST_SUCCESS = PREFIX + "client_last_success_timestamp_seconds"
 FAILING = PREFIX + "keys_failing_repeatedly"
+WITHIN = PREFIX + "keys_within_promise_ratio"
 PUSH_JOB = "analytics_refresh"
 PUSH_TIMEOUT_SECONDS = 5.0
 
@@ -51,10 +52,17 @@ def metrics_path(settings: Settings) -> Path | None:
 class _Known:
     """What the record says beyond this run: per-key successes, failing keys."""
 
-    def __init__(self, last_success: float | None = None, clients=(), failing: int = 0):
+    def __init__(
+        self,
+        last_success: float | None = None,
+        clients=(),
+        failing: int = 0,
+        within: float | None = None,
+    ):
         self.last_success = last_success
         self.clients = list(clients)  # (client_id, platform, epoch or 0)
         self.failing = failing
+        self.within = within  # share of the refreshed keys within the promise now
 
 
 class _Snapshot:
@@ -94,6 +102,12 @@ class _Snapshot:
             ),
         ):
             yield self.gauge(name, doc, value)
+        if self.known.within is not None:
+            yield self.gauge(
+                "keys_within_promise_ratio",
+                "Share of the keys refreshed at least once that are within the promise now.",
+                self.known.within,
+            )
         jobs = GaugeMetricFamily(
             PREFIX + "last_run_jobs", "Jobs of the last run by status.", labels=["status", "shard"]
         )
@@ -177,12 +191,35 @@ def _push(settings: Settings, registry: CollectorRegistry) -> None:
 def _from_database(settings: Settings) -> _Known:
     with db.connection(db.database_url(settings)) as conn:
         last_success = records.last_successful_run(conn, settings.shard_label)
-        _, rows = records.freshness(conn, settings)
+        now, rows = records.freshness(conn, settings)
     clients = [
         (r.client_id, r.platform, r.state.current_at.timestamp() if r.state.current_at else 0.0)
         for r in rows
     ]
-    return _Known(last_success, clients, sum(1 for r in rows if r.failing_repeatedly))
+    return _Known(
+        last_success,
+        clients,
+        sum(1 for r in rows if r.failing_repeatedly),
+        _within_share(settings, now, rows),
+    )
+
+
+def _within_share(settings: Settings, now, rows) -> float | None:
+    """Return the share of refreshed keys within the promise, judged as the report does."""
+    from .report.bounds import bounds_for, within
+
+    bounds = bounds_for(settings)
+    judged = [
+        within(
+            bounds,
+            now,
+            last_success_at=r.state.last_success_at,
+            expires_at=getattr(r.state, "expires_at", None),
+        )
+        for r in rows
+    ]
+    counted = [j for j in judged if j is not None]
+    return sum(counted) / len(counted) if counted else None
 
 
 def _from_previous_file(path: Path) -> _Known:
@@ -198,6 +235,8 @@ def _from_previous_file(path: Path) -> _Known:
                     known.last_success = sample.value
                 elif sample.name == FAILING:
                     known.failing = int(sample.value)
+                elif sample.name == WITHIN:
+                    known.within = sample.value
                 elif sample.name == CLIENT_LAST_SUCCESS:
                     labels = sample.labels
                     known.clients.append((labels["client_id"], labels["platform"], sample.value))

@@ -247,3 +247,36 @@ def test_missing_tables_exit_4(empty_db_url, tmp_path, capsys):
 def test_bad_days_is_a_usage_error(env, capsys):
     assert main(["report", "--days", "0"], environ=env) == 2
     assert "--days" in capsys.readouterr().err
+
+
+def test_metrics_gauge_is_the_share_of_keys_within_the_promise(
+    run_env, clients, backend, db, tmp_path
+):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.backend import Answer
+
+    path = tmp_path / "refresh.prom"
+    env = {**run_env, "METRICS_FILE": str(path), "REFRESH_MAX_ATTEMPTS": "1"}
+    assert main(["run"], env) == 0
+
+    def ratio() -> float:
+        for family in text_string_to_metric_families(path.read_text(encoding="utf-8")):
+            for sample in family.samples:
+                if sample.name == "analytics_refresh_keys_within_promise_ratio":
+                    return sample.value
+        raise AssertionError("no within-promise gauge")
+
+    assert ratio() == 1.0
+    # Bob's shopify copy was last refreshed 3 h ago and its refresh now fails: outside.
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE refresh_state SET last_success_at = now() - interval '3 hours' "
+            "WHERE client_id = %s AND platform = 'shopify'",
+            (BOB,),
+        )
+        cur.execute("SELECT count(*) FROM refresh_state")
+        (keys,) = cur.fetchone()
+    backend.script(BOB, "shopify", Answer(500, {"error": "boom"}))
+    assert main(["run"], env) == 1
+    assert ratio() == pytest.approx((keys - 1) / keys)

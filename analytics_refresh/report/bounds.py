@@ -30,6 +30,16 @@ class Bounds:
         return text
 
 
+def within(bounds: Bounds, now, *, last_success_at, expires_at=None) -> bool | None:
+    """Return whether a key is within the promise at ``now`` by its state alone (None:
+    never refreshed, so not yet counted)."""
+    if last_success_at is None:
+        return None
+    if (now - last_success_at).total_seconds() >= bounds.age_seconds:
+        return False
+    return not (bounds.expiry and expires_at is not None and expires_at <= now)
+
+
 def run_allowance(settings: Settings) -> float:
     """Return how long one run may take to reach every key: a quarter of the interval."""
     return min(settings.deadline, settings.interval_minutes * 60 / 4)

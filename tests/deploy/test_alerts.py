@@ -25,6 +25,7 @@ ALERTS = {
     "AnalyticsRefreshRunFailed": "warning",
     "AnalyticsRefreshKeysFailingRepeatedly": "warning",
     "AnalyticsRefreshClientCacheStale": "warning",
+    "AnalyticsRefreshKeysOutsidePromise": "warning",
 }
 
 
