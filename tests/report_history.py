@@ -1,6 +1,7 @@
 """Histories with known breaches, written straight into the test database, and an
 independent judge of them: minute by minute, from the rows, as the report's guide defines
-lateness (a minute is late when the key is late at its first second)."""
+lateness (a minute is late when the key is late at its first second: older than the age
+bound, a change waiting longer than its bound, or its copy expired)."""
 
 from __future__ import annotations
 
@@ -97,13 +98,13 @@ def judge(
         if first is not None and t >= first:
             day[0] += 1
             last = max((w for w in wins if w.at <= t), default=None, key=lambda w: w.at)
-            if last is not None and t - last.at >= age:
+            if last is not None and t - last.at > age:
                 late = True
             if expiry and last is not None and last.expires_at and t >= last.expires_at:
                 late = True
             if change is not None:
                 for seen, covered in changes:
-                    if t >= seen + change and (covered is None or t < covered):
+                    if t > seen + change and (covered is None or t < covered):
                         late = True
         if late:
             day[1] += 1

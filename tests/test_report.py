@@ -93,7 +93,8 @@ def test_classic_breaches_equal_the_judge(db, env, capsys):
     figures = report_json(capsys, env)
     assert figures["mode"] == "classic"
     _, per_key = check(figures, [alice, bob, carol], age=timedelta(minutes=150))
-    assert per_key[(BOB, "shopify")] == 8 * 60 - 150  # 8 h without a success
+    # 8 h without a success: late in each minute that begins more than 2 h 30 min after.
+    assert per_key[(BOB, "shopify")] == 8 * 60 - 150 - 1
     assert sum(d["breaches"] for d in figures["days"]) == 1
     assert (DAVE, "shopify") not in {(k["client_id"], k["platform"]) for k in figures["keys"]}
     seconds = {c["client_id"]: c["backend_seconds"] for c in figures["clients"]}
@@ -159,9 +160,10 @@ def test_change_aware_changes_and_expiry_equal_the_judge(db, env, capsys):
         expiry=True,
     )
     # 15 min for the slow change, then 20 h without a refresh against 10 h 25 min.
-    assert per_key[(ALICE, "shopify")] == 15 + (20 * 60 - 625)
-    assert per_key[(BOB, "amazon")] == 60 + (12 * 60 - 625) + (21 * 60 - 625)
-    assert per_key[(CAROL, "shopify")] == (62 - 25) + (32 * 60 - 625)
+    assert per_key[(ALICE, "shopify")] == (15 - 1) + (20 * 60 - 625 - 1)
+    # An expired copy is late from its expiry on; an age only once strictly past its bound.
+    assert per_key[(BOB, "amazon")] == 60 + (12 * 60 - 625 - 1) + (21 * 60 - 625 - 1)
+    assert per_key[(CAROL, "shopify")] == (62 - 25 - 1) + (32 * 60 - 625 - 1)
     p95 = [d["latency_p95_s"] for d in figures["days"] if d["latency_p95_s"] is not None]
     assert p95
     assert max(p95) <= 62 * 60
@@ -191,7 +193,7 @@ def test_listener_bound_equal_the_judge(db, env, capsys):
         change=timedelta(seconds=360),
         expiry=True,
     )
-    assert per_key[(ALICE, "shopify")] == 4
+    assert per_key[(ALICE, "shopify")] == 3  # the minutes beginning 7, 8 and 9 min after
     latency = max(d["latency_max_s"] or 0 for d in figures["days"])
     assert latency == 600
 

@@ -35,7 +35,7 @@ def within(bounds: Bounds, now, *, last_success_at, expires_at=None) -> bool | N
     never refreshed, so not yet counted)."""
     if last_success_at is None:
         return None
-    if (now - last_success_at).total_seconds() >= bounds.age_seconds:
+    if (now - last_success_at).total_seconds() > bounds.age_seconds:
         return False
     return not (bounds.expiry and expires_at is not None and expires_at <= now)
 

@@ -139,7 +139,12 @@ CREATE_PIECES = """
         WHERE k.expected AND g.end_at IS NOT NULL
     )
     SELECT DISTINCT client_id, platform,
-           greatest(prev_at, least(by_age, by_expiry, by_change)) AS late_from,
+           -- Past an age or a wait (strictly older, as the promise says), at an expiry.
+           CASE WHEN least(by_age, by_expiry, by_change) < prev_at THEN prev_at
+                WHEN least(by_age, by_expiry, by_change) = by_expiry
+                    THEN least(by_age, by_expiry, by_change)
+                ELSE least(by_age, by_expiry, by_change) + interval '1 microsecond'
+           END AS late_from,
            end_at AS late_to,
            CASE least(by_age, by_expiry, by_change)
                WHEN by_change THEN 'change' WHEN by_expiry THEN 'expired' ELSE 'age' END
