@@ -107,9 +107,17 @@ def render(tmp_path, html: str, width: int, height: int) -> dict:
 
 @pytest.fixture
 def report_html(db, db_url, tmp_path, capsys):
-    from tests.runs import ALICE, BOB, CAROL
+    from tests.runs import ALICE, BOB, CAROL, DAVE
 
     connect_clients(db, {ALICE: ("shopify", "amazon"), BOB: ("shopify",), CAROL: ("amazon",)})
+    # Dave was refreshed once, then disconnected: drawn, never counted.
+    connect_clients(db, {DAVE: ("shopify",)}, status="disconnected")
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO refresh_state (client_id, platform, last_status, last_success_at) "
+            "VALUES (%s, 'shopify', 'succeeded', now() - interval '3 days')",
+            (DAVE,),
+        )
     now = database_minute(db)
     hours = timedelta(hours=1)
     runs = [now - timedelta(hours=70) + i * 2 * hours for i in range(35)]
@@ -151,11 +159,12 @@ def test_every_part_is_on_screen(report_html, tmp_path, width, height):
     assert seen["dayRows"] == 4
     assert seen["legend"] == ["current", "late", "failing", "never refreshed", "not connected"]
     assert seen["legendSeen"] == 5
-    assert seen["gridRows"] == 7  # every judged key: the report has fewer than 50
+    assert seen["gridRows"] == 8  # every key: the report has fewer than 50
     assert seen["cells"] >= 5
     tips = " ".join(seen["tooltips"])
     assert "late" in tips
     assert "refresh failed: HTTP 500" in tips
     assert "never refreshed" in tips  # Carol: connected, no refresh yet
+    assert "not connected now" in tips  # Dave
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:00", tips)
     assert "UTC" in tips

@@ -185,6 +185,7 @@ def _figures(cur, params, bounds, keys: list[Key], now, start) -> Figures:
 
     grid_keys = _worst_keys(key_late, failing, cur, params)
     grid = _grid(cur, params, grid_keys, start, now)
+    grid += _disconnected(cur, GRID_KEYS - len(grid), start, now)
     rest = []
     if judged > len(grid_keys):
         cur.execute(
@@ -228,6 +229,16 @@ def _worst_keys(key_late, failing, cur, params) -> list[Key]:
             if len(ranked) < GRID_KEYS and key not in ranked:
                 ranked.append(tuple(key))
     return ranked
+
+
+def _disconnected(cur, room: int, start: datetime, now: datetime):
+    """Return grid lines for keys the record knows that are not connected now."""
+    if room <= 0:
+        return []
+    cur.execute(q.DISCONNECTED, (room,))
+    hours = max(1, -(-int((now - start).total_seconds()) // 3600))
+    cell = Cell(start, hours, "disconnected", "not connected now: not counted")
+    return [((c, p), [cell]) for c, p in cur.fetchall()]
 
 
 def _grid(cur, params, keys: list[Key], start: datetime, now: datetime):

@@ -295,6 +295,14 @@ KEY_STARTS_OF = """
         SELECT * FROM unnest(%(clients)s::uuid[], %(platforms)s::text[]))
 """
 
+# Keys with a state that no run would plan now (their credential was disconnected).
+DISCONNECTED = """
+    SELECT s.client_id::text, s.platform FROM refresh_state AS s
+    WHERE NOT EXISTS (SELECT 1 FROM report_keys AS k
+                      WHERE k.client_id = s.client_id AND k.platform = s.platform)
+    ORDER BY 1, 2 LIMIT %s
+"""
+
 # The grid's last line: per hour, how many of the other judged keys were late in it.
 REST_HOURS = """
     SELECT h, count(DISTINCT (b.client_id, b.platform))
