@@ -29,7 +29,7 @@ import psycopg2
 from . import db
 from .clock import Deadline
 from .errors import first_line
-from .history import JobRecord
+from .outcome import JobRecord
 from .plan import SOURCE_PLATFORMS, Job, valid_client_id
 from .records import Key, KeyState
 
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 # deadline leaves: the refreshes it decides about need the rest.
 QUERY_SECONDS = 30.0
 QUERY_SHARE = 0.25
-KINDS = ("changed", "unchanged", "due")
 
 
 class ChangeQueryError(Exception):

@@ -38,6 +38,7 @@ NEWEST_COLUMNS = (
     ("refresh_runs", "concurrency_limit"),
     ("refresh_runs", "machine"),
     ("refresh_state", "verified_at"),
+    ("refresh_runs", "lock_pid"),
 )
 CONNECT_TIMEOUT_SECONDS = 10
 # The longest one statement may wait (a lock held elsewhere, a slow disk) when no deadline
