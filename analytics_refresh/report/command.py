@@ -23,7 +23,7 @@ def run_report(settings: Settings, *, days: int, out: str | None, as_json: bool)
     with db.connection(url) as conn:
         db.require_runner_tables(conn)
         db.require_credentials_table(conn)
-        figures = collect(conn, settings, days)
+        figures = collect(conn, settings, days, url)
     if as_json:
         text = json.dumps(as_dict(figures, days), separators=(",", ":"))
         if out:
@@ -43,8 +43,9 @@ def run_report(settings: Settings, *, days: int, out: str | None, as_json: bool)
 
 def write_report(settings: Settings, path: Path, *, days: int = 1) -> Path:
     """Write the HTML report of the last ``days`` days to ``path``; return its full path."""
-    with db.connection(db.database_url(settings)) as conn:
-        figures = collect(conn, settings, days)
+    url = db.database_url(settings)
+    with db.connection(url) as conn:
+        figures = collect(conn, settings, days, url)
     _write_html(path, figures, days)
     return path.resolve()
 

@@ -7,11 +7,13 @@ success or change; a late minute is one in which the promise (bounds.py) is not 
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from .. import records
+from .. import db, records
 from ..plan import Job
 from . import queries as q
 from .bounds import Bounds, bounds_for
@@ -82,8 +84,9 @@ class Figures:
         return max(1, -(-int((self.now - self.start).total_seconds()) // 3600))
 
 
-def collect(conn, settings, days: int) -> Figures:
-    """Compute every figure of the last ``days`` UTC days, in one transaction."""
+def collect(conn, settings, days: int, url: str | None = None) -> Figures:
+    """Compute every figure of the last ``days`` UTC days, in one transaction (and, given
+    the database's ``url``, the backend's seconds on a second connection at once)."""
     jobs = records.expected_jobs(conn, settings)
     conn.autocommit = False
     try:
@@ -107,21 +110,55 @@ def collect(conn, settings, days: int) -> Figures:
             )
             if bounds.change_seconds is None:
                 params["change_s"] = None
-            _judge(cur, jobs, params)
-            figures = _figures(
-                cur, params, bounds, [(j.client_id, j.platform) for j in jobs], now, start
-            )
+            # The backend's seconds on a second connection, while this one judges the keys.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                cost = pool.submit(_cost, url, params) if url else None
+                _judge(cur, jobs, params)
+                if cost is None:
+                    cost = _Done(_cost_on(cur, params))
+                keys = [(j.client_id, j.platform) for j in jobs]
+                figures = _figures(cur, params, bounds, keys, now, start, cost)
     finally:
         conn.rollback()  # the temporary tables go with the transaction
         conn.autocommit = True
     return figures
 
 
+def _counted(firsts: list[int], day_from: datetime, day_to: datetime) -> int:
+    """Return the key-minutes counted in a day: all of it for the keys counting before it,
+    the rest of it for those starting in it (``firsts``: sorted start minutes)."""
+    m0, m1 = _ceil_minute(day_from), _ceil_minute(day_to)
+    before = bisect.bisect_right(firsts, m0)
+    inside = firsts[before : bisect.bisect_left(firsts, m1)]
+    return before * (m1 - m0) + sum(m1 - m for m in inside)
+
+
+class _Done:
+    """A result already there, shaped as a future's."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+def _cost_on(cur, params: dict) -> list[tuple]:
+    cur.execute(q.COST, params)
+    return cur.fetchall()
+
+
+def _cost(url: str, params: dict) -> list[tuple]:
+    with db.connection(url) as conn, conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+        return _cost_on(cur, params)
+
+
 def _judge(cur, jobs: list[Job], params: dict) -> None:
     cur.execute(q.CREATE_KEYS)
     cur.execute(q.INSERT_KEYS, ([j.client_id for j in jobs], [j.platform for j in jobs]))
-    cur.execute(q.TOTALS, params)
     cur.execute(q.ROWS, params)
+    cur.execute(q.TOTALS)
     cur.execute("ANALYZE report_keys, report_totals, report_rows")
     cur.execute(q.FAILURES)
     cur.execute(q.CREATE_PENDING)
@@ -140,10 +177,15 @@ def _judge(cur, jobs: list[Job], params: dict) -> None:
     cur.execute(q.BREACHES)
 
 
-def _figures(cur, params, bounds, keys: list[Key], now, start) -> Figures:
+def _figures(cur, params, bounds, keys: list[Key], now, start, cost) -> Figures:
     judged = len(keys)
+    cur.execute(q.START_MINUTES)
+    firsts = sorted(m for (m,) in cur.fetchall())
     cur.execute(q.DAY_FIGURES, params)
-    days = [Day(_date(d), int(c), int(late), int(b)) for d, c, late, b in cur.fetchall()]
+    days = [
+        Day(_date(d), _counted(firsts, d, to), int(late), int(b))
+        for d, to, late, b in cur.fetchall()
+    ]
     by_date = {d.date: d for d in days}
 
     key_late: dict[Key, int] = defaultdict(int)
@@ -167,15 +209,19 @@ def _figures(cur, params, bounds, keys: list[Key], now, start) -> Figures:
             }
     cur.execute(q.SKIPPED, params)
     for day, ran, unchanged in cur.fetchall():
-        if _date(day) in by_date:
-            by_date[_date(day)].ran, by_date[_date(day)].unchanged = int(ran), int(unchanged)
+        if day.isoformat() in by_date:
+            by_date[day.isoformat()].ran += int(ran)
+            by_date[day.isoformat()].unchanged += int(unchanged)
 
     client_seconds: dict[str, float] = defaultdict(float)
     client_days: dict[str, dict[str, float]] = defaultdict(dict)
-    cur.execute(q.CLIENT_DAY_SECONDS, params)
-    for client_id, day, seconds in cur:
-        client_seconds[client_id] += float(seconds)
-        client_days[client_id][_date(day)] = float(seconds)
+    for client_id, day, seconds, unchanged_rows in cost.result():
+        date = day.isoformat()
+        if unchanged_rows and date in by_date:
+            by_date[date].unchanged += unchanged_rows
+        if seconds is not None:
+            client_seconds[client_id] += float(seconds)
+            client_days[client_id][date] = float(seconds)
     top = sorted(client_seconds, key=lambda c: (-client_seconds[c], c))[:TOP_CLIENTS]
 
     cur.execute(q.FAILURE_REASONS, params)

@@ -32,31 +32,33 @@ RUN_KINDS = """
     WHERE started_at < %(hi)s AND coalesce(finished_at, %(hi)s) >= %(lo)s
 """
 
-# Two passes over the window's job rows. The first keeps only fixed-size figures, grouped
-# two ways at once by hashing: per client and day (the backend's seconds, legacy skip
-# rows) and per key (where it starts to count). The second keeps the few rows that matter
-# one by one: late gaps, failures, refreshes that covered a change, and successes whose
-# previous one the row does not name. A success row names the key's success before it
-# (prev_success_at; -infinity: none), so a late gap is found on its own row and no sort of
-# the history is needed; rows written without it are put in order per key afterwards.
-TOTALS = """
-    CREATE TEMP TABLE report_totals ON COMMIT DROP AS
-    SELECT client_id, platform, date_trunc('day', finished_at) AS day,
-           grouping(date_trunc('day', finished_at)) = 1 AS per_key,
-           sum(duration_ms) FILTER (WHERE status IN ('succeeded', 'failed')) AS ms,
+# Two passes over the window's job rows, run at once on two connections. COST keeps only
+# sums per client and day (the backend's seconds, legacy skip rows). ROWS keeps the few
+# rows that matter one by one: late gaps, failures, refreshes that covered a change, each
+# key's first success and its first one in the window, and successes whose previous one
+# the row does not name. A success row names the key's success before it (prev_success_at;
+# -infinity: none), so a late gap is found on its own row and no sort of the history is
+# needed; rows written without it are put in order per key afterwards.
+COST = """
+    SELECT client_id::text, finished_at::date,
+           sum(duration_ms) FILTER (WHERE status IN ('succeeded', 'failed')) / 1000.0,
            count(*) FILTER (WHERE status = 'skipped' AND error LIKE 'unchanged%%')
-               AS unchanged_rows,
-           min(least(finished_at, change_at))
-               FILTER (WHERE status = 'succeeded' AND prev_success_at = '-infinity')
-               AS first_at,
-           min(prev_success_at)
-               FILTER (WHERE status = 'succeeded' AND isfinite(prev_success_at))
-               AS known_before,
-           max(finished_at) FILTER (WHERE status = 'succeeded') AS last_at,
-           max(expires_at) FILTER (WHERE status = 'succeeded') AS last_expires
     FROM refresh_jobs
     WHERE finished_at >= %(lo)s AND finished_at < %(hi)s
-    GROUP BY GROUPING SETS ((client_id, date_trunc('day', finished_at)), (client_id, platform))
+    GROUP BY 1, 2
+"""
+# Per key, from ROWS: its first success ever (the row naming none before it), the earliest
+# success a row names, its newest success among the rows.
+TOTALS = """
+    CREATE TEMP TABLE report_totals ON COMMIT DROP AS
+    SELECT client_id, platform, true AS per_key,
+           min(least(at, change)) FILTER (WHERE status = 'succeeded' AND prev = '-infinity')
+               AS first_at,
+           min(prev) FILTER (WHERE status = 'succeeded' AND isfinite(prev)) AS known_before,
+           max(at) FILTER (WHERE status = 'succeeded') AS last_at,
+           max(expires) FILTER (WHERE status = 'succeeded') AS last_expires
+    FROM report_rows
+    GROUP BY client_id, platform
 """
 ROWS = """
     CREATE TEMP TABLE report_rows ON COMMIT DROP AS
@@ -67,6 +69,7 @@ ROWS = """
     WHERE finished_at >= %(lo)s AND finished_at < %(hi)s
       AND (status = 'failed'
            OR (status = 'succeeded' AND (prev_success_at IS NULL OR change_at IS NOT NULL
+               OR prev_success_at = '-infinity' OR prev_success_at < %(lo)s
                OR finished_at > least(
                    nullif(prev_success_at, '-infinity') + make_interval(secs => %(age_s)s),
                    CASE WHEN %(expiry)s THEN prev_expires_at END,
@@ -234,13 +237,6 @@ DAY_FIGURES = f"""
         SELECT d AS day_from, least(d + interval '1 day', %(hi)s) AS day_to
         FROM generate_series(%(lo)s::timestamptz, %(hi)s::timestamptz - interval '1 microsecond',
                              interval '1 day') AS d
-    ), counted AS (
-        SELECT d.day_from,
-               sum(greatest(0, {MINUTE.format("d.day_to")}
-                    - {MINUTE.format("greatest(d.day_from, s.start_at)")})) AS minutes
-        FROM days AS d CROSS JOIN report_starts AS s
-        WHERE s.start_at < d.day_to
-        GROUP BY d.day_from
     ), late AS (
         SELECT d.day_from,
                sum(greatest(0, {MINUTE.format("least(b.late_to, d.day_to)")}
@@ -255,10 +251,8 @@ DAY_FIGURES = f"""
         JOIN days AS d ON b.began >= d.day_from AND b.began < d.day_to
         GROUP BY d.day_from
     )
-    SELECT d.day_from, coalesce(c.minutes, 0), coalesce(l.minutes, 0),
-           coalesce(s.breaches, 0)
+    SELECT d.day_from, d.day_to, coalesce(l.minutes, 0), coalesce(s.breaches, 0)
     FROM days AS d
-    LEFT JOIN counted AS c USING (day_from)
     LEFT JOIN late AS l USING (day_from)
     LEFT JOIN starts AS s USING (day_from)
     ORDER BY d.day_from
@@ -289,6 +283,10 @@ KEY_PIECES = """
         SELECT * FROM unnest(%(clients)s::uuid[], %(platforms)s::text[]))
     ORDER BY client_id, platform, late_from
 """
+# The minute each judged key starts to count in (the counted minutes follow from them).
+START_MINUTES = f"""
+    SELECT {MINUTE.format("start_at")} FROM report_starts WHERE start_at IS NOT NULL
+"""  # noqa: S608 (only the constant MINUTE expression is formatted in)
 KEY_STARTS_OF = """
     SELECT client_id::text, platform, start_at FROM report_starts
     WHERE (client_id, platform) IN (
@@ -328,29 +326,14 @@ LATENCY = """
     GROUP BY 1 ORDER BY 1
 """
 
-# The backend's work: seconds of refreshes per client and day (every attempt that ran).
-CLIENT_DAY_SECONDS = """
-    SELECT client_id::text, day, ms / 1000.0 FROM report_totals
-    WHERE NOT per_key AND ms IS NOT NULL
-"""
-
-# Per day: jobs that ran against those skipped as unchanged. A run counts its unchanged
-# keys on its row; older change-aware runs wrote a skipped row each, with that reason.
+# Per day: jobs that ran against those skipped as unchanged, as the runs counted them
+# (older change-aware runs wrote a skipped row each instead: COST counts those).
 SKIPPED = """
-    WITH ran AS (
-        SELECT date_trunc('day', started_at) AS day,
-               sum(jobs_succeeded + jobs_failed) AS ran,
-               sum(coalesce(jobs_unchanged, 0)) AS unchanged
-        FROM refresh_runs
-        WHERE started_at >= %(lo)s AND started_at < %(hi)s
-        GROUP BY 1
-    ), rows AS (
-        SELECT day, sum(unchanged_rows) AS unchanged FROM report_totals
-        WHERE NOT per_key GROUP BY day
-    )
-    SELECT day, coalesce(ran.ran, 0), coalesce(ran.unchanged, 0) + coalesce(rows.unchanged, 0)
-    FROM ran FULL JOIN rows USING (day)
-    ORDER BY day
+    SELECT date_trunc('day', started_at)::date, sum(jobs_succeeded + jobs_failed),
+           sum(coalesce(jobs_unchanged, 0))
+    FROM refresh_runs
+    WHERE started_at >= %(lo)s AND started_at < %(hi)s
+    GROUP BY 1 ORDER BY 1
 """
 
 # Failures: the reasons, with digits folded so "HTTP 503 after 3 attempts" groups, and
