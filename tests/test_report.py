@@ -282,3 +282,30 @@ def test_metrics_gauge_is_the_share_of_keys_within_the_promise(
     backend.script(BOB, "shopify", Answer(500, {"error": "boom"}))
     assert main(["run"], env) == 1
     assert ratio() == pytest.approx((keys - 1) / keys)
+
+
+def test_a_pending_request_is_late_past_its_bound_until_shown(db, env, capsys):
+    """A change recorded in refresh_requests and not yet refreshed waits in the open gap."""
+    connect_clients(db, {ALICE: ("shopify",), BOB: ("shopify",)})
+    with db.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS refresh_requests (client_id uuid, platform text,"
+            " version bigint NOT NULL DEFAULT 0, requested_at timestamptz NOT NULL DEFAULT now(),"
+            " pending_since timestamptz, PRIMARY KEY (client_id, platform))"
+        )
+    now = database_minute(db)
+    alice = KeyHistory(ALICE, "shopify", [Refresh(now - 40 * M)], pending_change=now - 20 * M)
+    # Bob's request is older than his last refresh: shown by it, whatever pending_since says.
+    bob = KeyHistory(BOB, "shopify", [Refresh(now - 10 * M)])
+    write(db, [alice, bob], trigger="listen")
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO refresh_requests (client_id, platform, version, requested_at,"
+            " pending_since) VALUES (%s, 'shopify', 1, %s, %s), (%s, 'shopify', 1, %s, %s)",
+            (ALICE, now - 20 * M, now - 20 * M, BOB, now - 30 * M, now - 30 * M),
+        )
+    figures = report_json(capsys, env, days=1)
+    late = {(k["client_id"], k["platform"]): k["late_minutes"] for k in figures["keys"]}
+    # Late from 6 min after the change to now (the current minute counts once begun).
+    assert late[(ALICE, "shopify")] in (14, 15)
+    assert late[(BOB, "shopify")] == 0

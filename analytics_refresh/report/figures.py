@@ -163,6 +163,9 @@ def _judge(cur, jobs: list[Job], params: dict) -> None:
     cur.execute(q.FAILURES)
     cur.execute(q.CREATE_PENDING)
     cur.execute(q.PENDING_FROM_FAILURES)
+    cur.execute(q.COLUMN_EXISTS, ("refresh_state", "change_pending_at"))
+    if cur.fetchone()[0]:
+        cur.execute(q.PENDING_FROM_STATE, params)
     cur.execute(q.TABLE_EXISTS, ("refresh_requests",))
     if cur.fetchone()[0]:
         cur.execute(q.PENDING_FROM_REQUESTS, params)

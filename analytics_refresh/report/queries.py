@@ -179,6 +179,20 @@ PENDING_FROM_FAILURES = """
       AND f.at > coalesce(greatest(s.last_success_at, t.last_at), '-infinity')
     GROUP BY f.client_id, f.platform
 """
+# A change the runs saw and no refresh has shown yet, where the state keeps it.
+COLUMN_EXISTS = """
+    SELECT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = to_regclass(%s) AND attname = %s AND NOT attisdropped)
+"""
+PENDING_FROM_STATE = """
+    INSERT INTO report_pending AS p (client_id, platform, change)
+    SELECT s.client_id, s.platform, s.change_pending_at
+    FROM refresh_state AS s
+    JOIN report_keys AS k ON k.client_id = s.client_id AND k.platform = s.platform
+    WHERE s.change_pending_at IS NOT NULL AND s.change_pending_at < %(hi)s
+      AND s.change_pending_at > coalesce(s.last_success_at, '-infinity')
+    ON CONFLICT (client_id, platform) DO UPDATE SET change = least(p.change, excluded.change)
+"""
 # Every failed refresh of the window.
 FAILURES = """
     CREATE TEMP VIEW report_failures AS
@@ -187,11 +201,20 @@ FAILURES = """
 # A request names a client's platform; the combined (all) dashboard waits on any of them.
 PENDING_FROM_REQUESTS = """
     INSERT INTO report_pending AS p (client_id, platform, change)
-    SELECT k.client_id, k.platform, min(r.pending_since)
+    SELECT k.client_id, k.platform,
+           min(CASE WHEN r.pending_since > coalesce(greatest(s.last_success_at, t.last_at),
+                                                    '-infinity')
+                    THEN r.pending_since ELSE r.requested_at END)
     FROM refresh_requests AS r
     JOIN report_keys AS k
       ON k.client_id = r.client_id AND (k.platform = r.platform OR k.platform = 'all')
-    WHERE r.pending_since IS NOT NULL AND r.pending_since < %(hi)s
+    LEFT JOIN refresh_state AS s ON s.client_id = k.client_id AND s.platform = k.platform
+    LEFT JOIN report_totals AS t
+           ON t.per_key AND t.client_id = k.client_id AND t.platform = k.platform
+    -- Only the listener clears pending_since: a change older than the key's last success
+    -- is shown by it; a newer one (requested_at) is then pending since at least then.
+    WHERE r.pending_since IS NOT NULL AND r.requested_at < %(hi)s
+      AND r.requested_at > coalesce(greatest(s.last_success_at, t.last_at), '-infinity')
     GROUP BY k.client_id, k.platform
     ON CONFLICT (client_id, platform) DO UPDATE SET change = least(p.change, excluded.change)
 """
