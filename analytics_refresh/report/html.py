@@ -46,6 +46,8 @@ overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .grid svg{flex:1 1 auto;min-width:0;width:100%;height:14px;display:block}
 .axis{display:flex;justify-content:space-between;color:#52606d;font-size:12px;margin-left:178px}
 .empty{color:#52606d}
+th{overflow-wrap:normal}
+.c-day{width:18%}.c-share{width:22%}.c-n{width:14%}
 .tiles{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
 .tile{flex:1 1 150px;background:#fff;border:1px solid #e4e7eb;border-radius:6px;padding:8px 12px}
 .tile b{display:block;font-size:22px}
@@ -56,6 +58,8 @@ overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
  .grid .key{flex:1 1 100%}
  .axis{margin-left:0}
  .wide{display:none}
+ table{font-size:12px}
+ .c-day{width:27%}.c-share{width:29%}.c-n{width:22%}
 }
 """
 
@@ -139,8 +143,8 @@ def _headline(f: Figures) -> str:
         '<section id="days"><h2>Within the promise, per day (UTC)</h2>'
         "<p class='meta'>Share of key-minutes within the promise; a breach is a key's unbroken "
         "run of late minutes, counted on the day it began.</p>"
-        "<table><colgroup><col style='width:18%'><col style='width:22%'>"
-        "<col style='width:13%'><col style='width:15%'><col class='wide'></colgroup>"
+        "<table><colgroup><col class='c-day'><col class='c-share'>"
+        "<col class='c-n'><col class='c-n'><col class='wide'></colgroup>"
         "<thead><tr><th>Day (UTC)</th><th class='n'>Within promise</th>"
         "<th class='n'>Breaches</th><th class='n'>Late minutes</th>"
         "<th class='wide'>Worst keys</th></tr></thead><tbody>"
