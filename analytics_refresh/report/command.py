@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import db
 from ..settings import Settings
-from .figures import Figures, collect
+from .figures import STATEMENT_SECONDS, Figures, collect
 
 DEFAULT_OUT = "freshness-report.html"
 
@@ -20,7 +20,7 @@ def run_report(settings: Settings, *, days: int, out: str | None, as_json: bool)
     """Write the report (or print its JSON); return 0."""
     gc.disable()  # a short-lived command building many small objects, freeing none early
     url = db.database_url(settings)
-    with db.connection(url) as conn:
+    with db.connection(url, statement_ceiling=STATEMENT_SECONDS) as conn:
         db.require_runner_tables(conn)
         db.require_credentials_table(conn)
         figures = collect(conn, settings, days, url)
@@ -44,7 +44,7 @@ def run_report(settings: Settings, *, days: int, out: str | None, as_json: bool)
 def write_report(settings: Settings, path: Path, *, days: int = 1) -> Path:
     """Write the HTML report of the last ``days`` days to ``path``; return its full path."""
     url = db.database_url(settings)
-    with db.connection(url) as conn:
+    with db.connection(url, statement_ceiling=STATEMENT_SECONDS) as conn:
         figures = collect(conn, settings, days, url)
     _write_html(path, figures, days)
     return path.resolve()

@@ -23,6 +23,9 @@ TOP_CLIENTS = 20
 TOP_REASONS = 10
 WORST_PER_DAY = 3
 HOUR = timedelta(hours=1)
+# A report reads weeks of history in one pass: longer than a run's statements may take,
+# and still bounded.
+STATEMENT_SECONDS = 300.0
 
 Key = tuple[str, str]
 
@@ -149,7 +152,7 @@ def _cost_on(cur, params: dict) -> list[tuple]:
 
 
 def _cost(url: str, params: dict) -> list[tuple]:
-    with db.connection(url) as conn, conn.cursor() as cur:
+    with db.connection(url, statement_ceiling=STATEMENT_SECONDS) as conn, conn.cursor() as cur:
         cur.execute("SET TIME ZONE 'UTC'")
         return _cost_on(cur, params)
 
