@@ -309,3 +309,37 @@ def test_a_pending_request_is_late_past_its_bound_until_shown(db, env, capsys):
     # Late from 6 min after the change to now (the current minute counts once begun).
     assert late[(ALICE, "shopify")] in (14, 15)
     assert late[(BOB, "shopify")] == 0
+
+
+def test_real_runs_are_within_the_promise_and_name_their_previous_success(
+    run_env, clients, db, capsys
+):
+    """Two real runs: every key is current, each success row names the one before it."""
+    assert main(["run"], run_env) == 0
+    assert main(["run"], run_env) == 0
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FILTER (WHERE prev_success_at = '-infinity'),"
+            " count(*) FILTER (WHERE isfinite(prev_success_at)), count(*)"
+            " FROM refresh_jobs WHERE status = 'succeeded'"
+        )
+        first, named, total = cur.fetchone()
+    assert first == named == total // 2  # the first run names none, the second the first
+    # As if the first run had been an hour ago: every key then counts for an hour.
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE refresh_jobs SET finished_at = finished_at - interval '1 hour'"
+            " WHERE prev_success_at = '-infinity'"
+        )
+        cur.execute(
+            "UPDATE refresh_jobs SET prev_success_at = prev_success_at - interval '1 hour'"
+            " WHERE isfinite(prev_success_at)"
+        )
+    figures = report_json(capsys, run_env, days=2)  # the hour may begin yesterday (UTC)
+    days = figures["days"]
+    assert sum(d["counted_minutes"] for d in days) >= 60 * (total // 2) - total
+    assert days[-1]["within_promise"] == 1.0
+    assert sum(d["breaches"] + d["breach_minutes"] for d in days) == 0
+    assert {k["late_minutes"] for k in figures["keys"]} == {0}
+    assert len(figures["keys"]) == figures["keys_judged"] == total // 2
+    assert {c["client_id"] for c in figures["clients"]} == {ALICE, BOB, CAROL}
