@@ -11,23 +11,20 @@ import bisect
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from .. import db, records
 from ..plan import Job
 from . import queries as q
 from .bounds import Bounds, bounds_for
+from .grid import GRID_KEYS, Cell, Key, ceil_minute, disconnected, lines, worst_keys
 
-GRID_KEYS = 50
 TOP_CLIENTS = 20
 TOP_REASONS = 10
 WORST_PER_DAY = 3
-HOUR = timedelta(hours=1)
 # A report reads weeks of history in one pass: longer than a run's statements may take,
 # and still bounded.
 STATEMENT_SECONDS = 300.0
-
-Key = tuple[str, str]
 
 
 @dataclass
@@ -48,16 +45,6 @@ class Day:
         if not self.counted_minutes:
             return None
         return round(1 - self.late_minutes / self.counted_minutes, 6)
-
-
-@dataclass
-class Cell:
-    """A run of hours of one grid line in the same state."""
-
-    start: datetime
-    hours: int
-    state: str  # current | late | failing | never | disconnected | (rest: a share)
-    reason: str = ""
 
 
 @dataclass
@@ -130,7 +117,7 @@ def collect(conn, settings, days: int, url: str | None = None) -> Figures:
 def _counted(firsts: list[int], day_from: datetime, day_to: datetime) -> int:
     """Return the key-minutes counted in a day: all of it for the keys counting before it,
     the rest of it for those starting in it (``firsts``: sorted start minutes)."""
-    m0, m1 = _ceil_minute(day_from), _ceil_minute(day_to)
+    m0, m1 = ceil_minute(day_from), ceil_minute(day_to)
     before = bisect.bisect_right(firsts, m0)
     inside = firsts[before : bisect.bisect_left(firsts, m1)]
     return before * (m1 - m0) + sum(m1 - m for m in inside)
@@ -235,9 +222,9 @@ def _figures(cur, params, bounds, keys: list[Key], now, start, cost) -> Figures:
     cur.execute(q.FAILING_KEYS, {**params, "limit": GRID_KEYS})
     failing = [((c, p), n, at, streak, err) for c, p, n, at, streak, err in cur.fetchall()]
 
-    grid_keys = _worst_keys(key_late, failing, cur, params)
-    grid = _grid(cur, params, grid_keys, start, now)
-    grid += _disconnected(cur, GRID_KEYS - len(grid), start, now)
+    grid_keys = worst_keys(key_late, failing, cur)
+    grid = lines(cur, params, grid_keys, start, now)
+    grid += disconnected(cur, GRID_KEYS - len(grid), start, now)
     rest = []
     if judged > len(grid_keys):
         cur.execute(
@@ -264,101 +251,6 @@ def _figures(cur, params, bounds, keys: list[Key], now, start, cost) -> Figures:
         reasons=reasons,
         failing_keys=failing,
     )
-
-
-def _worst_keys(key_late, failing, cur, params) -> list[Key]:
-    """Return the grid's keys: the latest first, then the failing, then the others."""
-    ranked = sorted(key_late, key=lambda k: (-key_late[k], k))[:GRID_KEYS]
-    for key, *_ in failing:
-        if len(ranked) < GRID_KEYS and key not in ranked:
-            ranked.append(key)
-    if len(ranked) < GRID_KEYS:
-        cur.execute(
-            "SELECT client_id::text, platform FROM report_starts ORDER BY 1, 2 LIMIT %s",
-            (GRID_KEYS * 2,),
-        )
-        for key in cur.fetchall():
-            if len(ranked) < GRID_KEYS and key not in ranked:
-                ranked.append(tuple(key))
-    return ranked
-
-
-def _disconnected(cur, room: int, start: datetime, now: datetime):
-    """Return grid lines for keys the record knows that are not connected now."""
-    if room <= 0:
-        return []
-    cur.execute(q.DISCONNECTED, (room,))
-    hours = max(1, -(-int((now - start).total_seconds()) // 3600))
-    cell = Cell(start, hours, "disconnected", "not connected now: not counted")
-    return [((c, p), [cell]) for c, p in cur.fetchall()]
-
-
-def _grid(cur, params, keys: list[Key], start: datetime, now: datetime):
-    if not keys:
-        return []
-    arrays = {**params, "clients": [k[0] for k in keys], "platforms": [k[1] for k in keys]}
-    cur.execute(q.KEY_PIECES, arrays)
-    pieces: dict[Key, list] = defaultdict(list)
-    for client_id, platform, late_from, late_to, reason, prev_at in cur.fetchall():
-        pieces[(client_id, platform)].append((late_from, late_to, reason, prev_at))
-    cur.execute(q.KEY_STARTS_OF, arrays)
-    starts = {(c, p): at for c, p, at in cur.fetchall()}
-    cur.execute(q.FAILURE_HOURS, arrays)
-    failures = {(c, p, h): err for c, p, h, err in cur.fetchall()}
-    hours = max(1, -(-int((now - start).total_seconds()) // 3600))
-    return [
-        (key, _cells(key, pieces[key], starts.get(key), failures, start, now, hours))
-        for key in keys
-    ]
-
-
-def _cells(key, pieces, start_at, failures, start, now, hours) -> list[Cell]:
-    cells: list[Cell] = []
-    index = 0
-    for h in range(hours):
-        hour = start + h * HOUR
-        end = min(hour + HOUR, now)
-        late = 0
-        reason = ""
-        while index < len(pieces) and pieces[index][1] <= hour:
-            index += 1
-        for late_from, late_to, why, _prev in pieces[index:]:
-            if late_from >= end:
-                break
-            late += _minutes(max(late_from, hour), min(late_to, end))
-            reason = reason or why
-        if start_at is None or start_at >= end:
-            state, text = "never", "never refreshed"
-        elif late:
-            state, text = "late", f"late {late} min ({REASONS[reason]})"
-        elif (key[0], key[1], hour) in failures:
-            state, text = "failing", f"refresh failed: {failures[(key[0], key[1], hour)]}"
-        else:
-            state, text = "current", "within the promise"
-        # Quiet hours in a row are one cell; a late or failing hour keeps its own reason.
-        if cells and cells[-1].state == state and state in ("current", "never"):
-            cells[-1].hours += 1
-        else:
-            cells.append(Cell(hour, 1, state, text))
-    return cells
-
-
-REASONS = {
-    "age": "no refresh within the promised age",
-    "expired": "its copy had expired",
-    "change": "a change not shown within the promised time",
-}
-
-
-def _minutes(a: datetime, b: datetime) -> int:
-    if b <= a:
-        return 0
-    return _ceil_minute(b) - _ceil_minute(a)
-
-
-def _ceil_minute(t: datetime) -> int:
-    seconds = t.timestamp()
-    return -int(-seconds // 60)
 
 
 def _date(value: datetime) -> str:

@@ -11,7 +11,8 @@ from datetime import timedelta
 from html import escape
 
 from .bounds import duration
-from .figures import Cell, Figures
+from .figures import Figures
+from .grid import Cell
 
 STATES = {
     "current": ("#2e9d5b", "current"),

@@ -337,9 +337,6 @@ REST_HOURS = """
           SELECT * FROM unnest(%(clients)s::uuid[], %(platforms)s::text[]))
     GROUP BY h
 """
-COUNTED_KEYS_HOURLY = """
-    SELECT count(*) FILTER (WHERE start_at IS NOT NULL), count(*) FROM report_starts
-"""
 
 # Per day: refreshes that covered a change, from the change to the dashboard (seconds).
 LATENCY = """
