@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import api_key_auth
 
@@ -51,6 +52,7 @@ class JobRunner:
         deadline: Deadline,
         secret: str,
         change_keys: Mapping[Job, str] | None = None,
+        change_seen: Mapping[Job, datetime] | None = None,
         on_job_done: Callable[[JobRecord], None] | None = None,
     ):
         self.claim = claim
@@ -61,6 +63,8 @@ class JobRunner:
         self.secret = secret
         # The change key each job's data had when the run began, stored with its success.
         self.change_keys = change_keys or {}
+        # When the run saw each changed job's data differ from what its copy was computed from.
+        self.change_seen = change_seen or {}
         self.on_job_done = on_job_done
         self.limiter = limiter
         self.stop = stop
@@ -166,6 +170,8 @@ class JobRunner:
             attempt.sku_count,
             error,
             change_key=self.change_keys.get(job),
+            expires_at=attempt.expires_at if status == "succeeded" else None,
+            change_at=self.change_seen.get(job),
             retried_after=tuple(earlier),
             failure=None if status == "succeeded" else attempt.failure,
         )
@@ -214,7 +220,7 @@ class JobRunner:
 
     # -- the run --------------------------------------------------------------------------
     def count_skipped(self, records: Sequence[JobRecord]) -> None:
-        """Log and count skipped jobs (their rows are queued with the plan)."""
+        """Log and count jobs skipped as fresh (their rows are queued with the plan)."""
         for record in records:
             log.info("⏭ SKIPPED - %s: %s", record.job, record.error, extra=record.log_fields())
             with self._mutex:

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, push_to_gateway, write_to_textf
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import db, monitor_http, records
+from . import db, monitor_http, promise, records
 from .errors import first_line
 from .outcome import CHANGE_KINDS, JOB_STATUSES, RunResult
 from .settings import Settings
@@ -29,6 +29,8 @@ PREFIX = "analytics_refresh_"
 LAST_SUCCESS = PREFIX + "last_success_timestamp_seconds"
 CLIENT_LAST_SUCCESS = PREFIX + "client_last_success_timestamp_seconds"
 FAILING = PREFIX + "keys_failing_repeatedly"
+REQUEST_SUCCESS = PREFIX + "last_request_success_timestamp_seconds"
+COPY_LIFETIME = PREFIX + "copy_lifetime_seconds"
 WITHIN = PREFIX + "keys_within_promise_ratio"
 PUSH_JOB = "analytics_refresh"
 PUSH_TIMEOUT_SECONDS = 5.0
@@ -56,11 +58,17 @@ class _Known:
         last_success: float | None = None,
         clients=(),
         failing: int = 0,
+        request_success: float | None = None,
+        copy_lifetime: float | None = None,
         within: float | None = None,
     ):
         self.last_success = last_success
         self.clients = list(clients)  # (client_id, platform, epoch or 0)
         self.failing = failing
+        # The newest refresh request that succeeded, whatever change detection skipped.
+        self.request_success = request_success
+        # How long the kept copies live: an alert's bound on going without a success.
+        self.copy_lifetime = copy_lifetime
         self.within = within  # share of the refreshed keys within the promise now
 
 
@@ -90,6 +98,11 @@ class _Snapshot:
             ("last_run_exit_code", "The last run's exit code (0 = all succeeded).", r.exit_code),
             ("last_run_retries", "Retried attempts in the last run.", r.retries),
             (
+                "last_run_change_query_failed",
+                "1 when the last run's change query failed and it refreshed every job.",
+                1 if r.change_error else 0,
+            ),
+            (
                 "last_success_timestamp_seconds",
                 "When the last run that refreshed every job ended (0: never).",
                 self.known.last_success or 0.0,
@@ -98,6 +111,18 @@ class _Snapshot:
                 "keys_failing_repeatedly",
                 "Client x platforms whose last 3 or more attempts in a row failed.",
                 self.known.failing,
+            ),
+            (
+                "last_request_success_timestamp_seconds",
+                "When a refresh request of any key last succeeded (0: never); keys skipped "
+                "as unchanged do not move it.",
+                self.known.request_success or 0.0,
+            ),
+            (
+                "copy_lifetime_seconds",
+                "How long a refreshed copy lives: the longest declared expiry of the kept "
+                "copies, else the promise's maximum age.",
+                self.known.copy_lifetime or 0.0,
             ),
         ):
             yield self.gauge(name, doc, value)
@@ -209,11 +234,19 @@ def _from_database(settings: Settings) -> _Known:
         (r.client_id, r.platform, r.state.current_at.timestamp() if r.state.current_at else 0.0)
         for r in rows
     ]
+    successes = [r.state.last_success_at for r in rows if r.state.last_success_at is not None]
+    lifetimes = [
+        (r.state.expires_at - r.state.last_success_at).total_seconds()
+        for r in rows
+        if r.state.expires_at is not None and r.state.last_success_at is not None
+    ]
     return _Known(
         last_success,
         clients,
         sum(1 for r in rows if r.failing_repeatedly),
-        _within_share(settings, now, rows),
+        max(successes).timestamp() if successes else None,
+        max(lifetimes) if lifetimes else promise.promise_for(settings).max_age_seconds,
+        within=_within_share(settings, now, rows),
     )
 
 
@@ -250,6 +283,10 @@ def _from_previous_file(path: Path) -> _Known:
                     known.failing = int(sample.value)
                 elif sample.name == WITHIN:
                     known.within = sample.value
+                elif sample.name == REQUEST_SUCCESS:
+                    known.request_success = sample.value
+                elif sample.name == COPY_LIFETIME:
+                    known.copy_lifetime = sample.value
                 elif sample.name == CLIENT_LAST_SUCCESS:
                     labels = sample.labels
                     known.clients.append((labels["client_id"], labels["platform"], sample.value))

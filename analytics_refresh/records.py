@@ -14,6 +14,7 @@ from datetime import datetime
 
 from . import db
 from . import statements as sql
+from .current import apply_checks
 from .outcome import KeyState
 from .plan import SOURCE_PLATFORMS, Job, build_plan, stream_connected, valid_client_id
 from .settings import PLATFORMS, Settings
@@ -26,10 +27,12 @@ Key = tuple[str, str]
 
 
 def key_states(conn) -> dict[Key, KeyState]:
-    """Return the state of every key the record knows."""
+    """Return the state of every key the record knows, with when each was last checked."""
     with conn.cursor() as cur:
         cur.execute(sql.KEY_STATES)
-        return {(row[0], row[1]): KeyState(*row) for row in cur}
+        states = {(row[0], row[1]): KeyState(*row) for row in cur}
+    apply_checks(conn, states)
+    return states
 
 
 def database_now(conn) -> datetime:
@@ -89,8 +92,10 @@ class Freshness:
     def failing_repeatedly(self) -> bool:
         return self.state.consecutive_failures >= FAILING_STREAK
 
+    expired: bool = False  # its copy's declared expiry has passed: not current, whatever its age
+
     def is_stale(self, max_age_seconds: float) -> bool:
-        return self.age_seconds is None or self.age_seconds > max_age_seconds
+        return self.expired or self.age_seconds is None or self.age_seconds > max_age_seconds
 
 
 def freshness(conn, settings: Settings) -> tuple[datetime, list[Freshness]]:
@@ -103,7 +108,15 @@ def freshness(conn, settings: Settings) -> tuple[datetime, list[Freshness]]:
     for job in jobs:
         state = states.get((job.client_id, job.platform)) or KeyState(job.client_id, job.platform)
         current = state.current_at
-        rows.append(Freshness(state, _since(now, current), _since(now, state.changed_at), current))
+        rows.append(
+            Freshness(
+                state,
+                _since(now, current),
+                _since(now, state.changed_at),
+                current,
+                state.expired(now),
+            )
+        )
     # Stalest first (never refreshed ahead of all), then by client and platform.
     rows.sort(
         key=lambda r: (

@@ -79,7 +79,9 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
             " for the selected clients or shard" if settings.clients or settings.shard else "",
         )
     schedule = ordering.decide(conn, settings, plan, deadline)
-    claim.queue_planned(plan.jobs, schedule.skipped)
+    # Rows for the jobs it runs and the ones skipped as fresh; none for the unchanged keys,
+    # which the run row counts: a quiet run writes in proportion to what it refreshes.
+    claim.queue_planned([*schedule.jobs, *(r.job for r in schedule.skipped)], schedule.skipped)
     client = RefreshClient(settings)
     limiter = make_limit(
         settings.concurrency, settings.adaptive, schedule.expected, _learned(claim)
@@ -93,6 +95,7 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
         deadline=deadline,
         secret=secret,
         change_keys=schedule.change_keys,
+        change_seen=schedule.change_seen,
         on_job_done=hooks.on_job_done,
     )
     try:
@@ -106,6 +109,7 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
 
     counts = Counter(r.status for r in run.records)
     counts["not_attempted"] += not_started
+    counts["unchanged"] = schedule.unchanged
     ending = decide(
         RunFacts(
             counts=counts,
@@ -113,6 +117,7 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
             cut_short=not_started > 0 or run.cut_short > 0,
             lock_lost=claim.lost is not None,
             unrecorded=unrecorded,
+            change_error=schedule.change_error,
         )
     )
     if unrecorded:
@@ -125,12 +130,12 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
         counts["succeeded"],
         counts["failed"],
         len(plan.jobs),
-        extras(counts, sum(1 for k in schedule.kinds.values() if k == "unchanged"), run.retries),
+        extras(counts, schedule.unchanged, run.retries),
         time.time() - started,
         claim.run_id,
     )
     limit = limiter.limit if isinstance(limiter, AdaptiveLimit) else None
-    claim.finish(ending, _counts(counts, len(plan.jobs)), limit)
+    claim.finish(ending, _counts(counts, len(plan.jobs), schedule), limit)
     prune.after_run(conn, settings, stop, deadline)
     return RunResult.ended(
         claim.run_id,
@@ -141,6 +146,7 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
         finished_at=time.time(),
         retries=run.retries,
         changes=Counter(schedule.kinds.values()),
+        change_error=schedule.change_error,
     )
 
 
@@ -168,11 +174,17 @@ def _record_failure(claim: RunClaim, exc: BaseException, settings: Settings) -> 
         )
 
 
-def _counts(counts: Counter, total: int = 0) -> dict:
+def _counts(counts: Counter, total: int = 0, schedule: ordering.Schedule | None = None) -> dict:
+    kinds = Counter(schedule.kinds.values()) if schedule is not None else Counter()
     return {
         "total": total,
         "succeeded": counts["succeeded"],
         "failed": counts["failed"],
         "not_attempted": counts["not_attempted"],
         "skipped": counts["skipped"],
+        "unchanged": counts["unchanged"],
+        "changed": kinds["changed"],
+        "due": kinds["due"],
+        "expiring": kinds["expiring"],
+        "checked_changes": bool(schedule is not None and schedule.checked_changes),
     }
