@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import promise
 from ..settings import Settings
 
 CLASSIC = "classic"
@@ -40,25 +41,20 @@ def within(bounds: Bounds, now, *, last_success_at, expires_at=None) -> bool | N
     return not (bounds.expiry and expires_at is not None and expires_at <= now)
 
 
-def run_allowance(settings: Settings) -> float:
-    """Return how long one run may take to reach every key: a quarter of the interval."""
-    return min(settings.deadline, settings.interval_minutes * 60 / 4)
-
-
 def bounds_for(settings: Settings, *, checked_runs: int = 0, listener_runs: int = 0) -> Bounds:
-    """Return the promise of the mode in use: the listener's when its runs are in the
-    window, change-aware when the change query is set or runs read it, else classic."""
-    interval = settings.interval_minutes * 60
-    allowance = run_allowance(settings)
-    if not (listener_runs or checked_runs or settings.change_sql):
-        return Bounds(CLASSIC, interval + allowance, None, False)
-    # Every key is refreshed at least once per max age, at the first run after it came due.
-    age = settings.max_age_minutes * 60 + interval + allowance
+    """Return the promise of the mode in use (promise.py's numbers): the listener's when
+    its rounds are in the window, change-aware when the change query is set or runs read
+    it, else classic."""
     if listener_runs:
-        # Refreshed no later than the max delay after the change, plus one refresh.
-        delay = getattr(settings, "max_delay_seconds", 60.0)
-        return Bounds(LISTENER, age, min(interval + allowance, delay + settings.timeout), True)
-    return Bounds(CHANGE_AWARE, age, interval + allowance, True)
+        mode = LISTENER
+    elif checked_runs or settings.change_sql:
+        mode = CHANGE_AWARE
+    else:
+        mode = CLASSIC
+    p = promise.promise_for(settings, mode)
+    if mode == CLASSIC:
+        return Bounds(mode, p.max_age_seconds, None, False)
+    return Bounds(mode, p.max_age_seconds, p.staleness_seconds, p.keeps_copies)
 
 
 def duration(seconds: float) -> str:
