@@ -89,6 +89,20 @@ def build_parser() -> Parser:
         metavar="N",
         help="how many recent runs to show (default 10)",
     )
+    status.add_argument(
+        "--keys",
+        action="store_true",
+        help='list every client x platform, stalest first (streamed; --json: as "caches")',
+    )
+    status.add_argument(
+        "--stale-only", action="store_true", help="list only the stale keys (implies --keys)"
+    )
+    status.add_argument(
+        "--limit",
+        type=_int_between(1, 10**9),
+        metavar="N",
+        help="list at most N keys (implies --keys)",
+    )
 
     token = commands.add_parser("token", help="print a client token, for curl")
     token.add_argument("client_id", type=client_id, metavar="CLIENT_ID")
@@ -258,9 +272,16 @@ def cmd_check(args, settings: Settings, proc) -> int:
 
 
 def cmd_status(args, settings: Settings, proc) -> int:
-    from .status import show_status
+    from .status import KeyList, show_status
 
-    return show_status(settings, as_json=args.json, max_age_hours=args.max_age, runs=args.runs)
+    keys = KeyList(
+        wanted=args.keys or args.stale_only or args.limit is not None,
+        stale_only=args.stale_only,
+        limit=args.limit,
+    )
+    return show_status(
+        settings, as_json=args.json, max_age_hours=args.max_age, runs=args.runs, keys=keys
+    )
 
 
 def cmd_report(args, settings: Settings, proc) -> int:

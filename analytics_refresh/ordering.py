@@ -125,7 +125,7 @@ def decide(conn, settings: Settings, plan: Plan, deadline: Deadline) -> Schedule
     """Skip what need not run (unchanged, fresh) and order the rest from the keys' state."""
     if not plan.jobs:
         return Schedule()
-    states = records.key_states(conn)
+    states = records.key_states(conn, plan.jobs)  # only the planned keys' rows
     now = records.database_now(conn)
     try:
         decision = _changes(conn, settings, plan, states, now, deadline)

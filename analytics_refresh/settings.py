@@ -88,6 +88,7 @@ VARIABLES: dict[str, Variable] = {
     "HEALTHCHECK_URL": Variable("healthcheck_url", http_url),
     "METRICS_FILE": Variable("metrics_file", Path),
     "METRICS_PUSHGATEWAY_URL": Variable("pushgateway_url", http_url),
+    "METRICS_WORST_KEYS": Variable("metrics_worst_keys", number(int, 0, 500)),
     "REFRESH_ADAPTIVE": Variable("adaptive", boolean),
     "REFRESH_SKIP_FRESH_MINUTES": Variable("skip_fresh_minutes", number(float, 0, 10**6)),
     "REFRESH_SHARD": Variable("shard", _shard),
@@ -145,6 +146,8 @@ class Settings:
     healthcheck_url: str | None = None
     metrics_file: Path | None = None
     pushgateway_url: str | None = None
+    # The stalest keys the metrics name (a series each); the rest are only counted.
+    metrics_worst_keys: int = 20
     adaptive: bool = True
     skip_fresh_minutes: float = 0.0
     shard: Shard | None = None

@@ -199,7 +199,8 @@ def test_listener_bound_equal_the_judge(db, env, capsys):
 
 
 def test_rows_naming_their_previous_success_give_the_same_figures(db, env, capsys):
-    """The runner names each success's predecessor; the figures must not change."""
+    """The runner names each success's predecessor (and keeps each key's last success in
+    the state); the figures must not change."""
     connect_clients(db, {ALICE: ("shopify",), BOB: ("shopify",)})
     now = database_minute(db)
     times = [now - timedelta(hours=30) + i * 2 * H for i in range(15)]
@@ -214,6 +215,12 @@ def test_rows_naming_their_previous_success_give_the_same_figures(db, env, capsy
             "(PARTITION BY client_id, platform ORDER BY finished_at) AS prev "
             "FROM refresh_jobs WHERE status = 'succeeded') AS x "
             "WHERE x.run_id = j.run_id AND x.client_id = j.client_id AND x.platform = j.platform"
+        )
+        # The state a runner writes beside them: each key's last success.
+        cur.execute(
+            "INSERT INTO refresh_state (client_id, platform, last_status, last_success_at) "
+            "SELECT client_id, platform, 'succeeded', max(finished_at) FROM refresh_jobs "
+            "WHERE status = 'succeeded' GROUP BY 1, 2"
         )
     after = report_json(capsys, env)
     for a, b in zip(before["days"], after["days"], strict=True):
