@@ -12,6 +12,15 @@ over the period instead of all in one run. A key is due when its last success is
 the latest of its due instants (phase + k x period) up to now; no key's cache is therefore
 older than one period plus one schedule interval plus one run's length.
 
+Expiring: a copy whose answer declared an expiry (``expires_at``, or the caching headers)
+is refreshed before it: when the expiry falls before the next run could refresh it (the
+schedule's interval and a run's length from now). A backend that declares nothing is
+judged by its change key and the max age alone.
+
+An unchanged key is only counted: it gets no row in ``refresh_jobs`` and no write to its
+state; the run row's ``checked_changes`` tells readers that every key of the shard the run
+wrote no row for was current when it started (current.py).
+
 A query that fails, runs past its bound, or returns rows of the wrong shape is a warning
 naming the problem, and the run refreshes every job: never a silent skip.
 """
@@ -24,12 +33,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import psycopg2
-
-from . import db
+from . import change_query
+from .change_query import ChangeQueryError
 from .clock import Deadline
-from .errors import first_line
-from .history import JobRecord
 from .plan import SOURCE_PLATFORMS, Job, valid_client_id
 from .records import Key, KeyState
 
@@ -39,11 +45,6 @@ log = logging.getLogger(__name__)
 # deadline leaves: the refreshes it decides about need the rest.
 QUERY_SECONDS = 30.0
 QUERY_SHARE = 0.25
-KINDS = ("changed", "unchanged", "due")
-
-
-class ChangeQueryError(Exception):
-    """The change query failed or returned rows it should not have."""
 
 
 def read_keys(conn, query: str, deadline: Deadline | None = None) -> dict[Key, str]:
@@ -55,42 +56,14 @@ def read_keys(conn, query: str, deadline: Deadline | None = None) -> dict[Key, s
     seconds = QUERY_SECONDS
     if deadline is not None:
         seconds = max(0.5, min(QUERY_SECONDS, deadline.remaining() * QUERY_SHARE))
-    was_autocommit = conn.autocommit
-    conn.autocommit = False
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SET TRANSACTION READ ONLY")
-            db.bound(conn, seconds)
-            try:
-                cur.execute(wrapped(query))
-            except psycopg2.errors.QueryCanceled as exc:
-                raise ChangeQueryError(f"it ran past its bound of {seconds:g}s") from exc
-            except psycopg2.Error as exc:
-                raise ChangeQueryError(f"it failed: {first_line(exc)}") from exc
-            if cur.description is None:
-                raise ChangeQueryError("it returned no rows at all (not a SELECT)")
-            if len(cur.description) != 3:
-                raise ChangeQueryError(
-                    f"expected 3 columns (client_id, platform, change_key), got "
-                    f"{len(cur.description)}"
-                )
-            return _keys(cur)
-    finally:
-        if not conn.closed:
-            conn.rollback()
-            conn.autocommit = was_autocommit
-            db.bound(conn, db.statement_seconds(deadline))
-
-
-def wrapped(query: str) -> str:
-    """Return the configured query as the one subquery of a SELECT.
-
-    Whatever the text holds, what runs is a single SELECT: a second statement, a COMMIT
-    that would end the read-only transaction, or a data-modifying WITH is an error, not a
-    write. The closing parenthesis is on a line of its own, after any trailing comment.
-    """
-    text = query.strip().rstrip(";").rstrip()
-    return f"SELECT * FROM (\n{text}\n) AS change_query"  # noqa: S608 (the operator's query)
+    with change_query.read_only(conn, query, seconds, deadline) as cur:
+        if cur.description is None:
+            raise ChangeQueryError("it returned no rows at all (not a SELECT)")
+        if len(cur.description) != 3:
+            raise ChangeQueryError(
+                f"expected 3 columns (client_id, platform, change_key), got {len(cur.description)}"
+            )
+        return _keys(cur)
 
 
 def _keys(rows) -> dict[Key, str]:
@@ -148,9 +121,10 @@ class Decision:
     """Which jobs run, which are skipped as unchanged, and why each one runs."""
 
     run: list[Job] = field(default_factory=list)
-    skipped: list[JobRecord] = field(default_factory=list)
-    kinds: dict[Job, str] = field(default_factory=dict)  # changed | unchanged | due
+    unchanged: list[Job] = field(default_factory=list)  # no row, no state write: counted
+    kinds: dict[Job, str] = field(default_factory=dict)  # changed | expiring | due | unchanged
     keys: dict[Job, str] = field(default_factory=dict)  # stored with each success
+    seen: dict[Job, datetime] = field(default_factory=dict)  # when a change was first seen
 
 
 def decide(
@@ -161,12 +135,18 @@ def decide(
     connected: Mapping[str, Sequence[str]],
     now: datetime,
     max_age_minutes: float,
+    lead_seconds: float = 0.0,
 ) -> Decision:
-    """Split ``jobs`` into those to refresh (changed or due) and those skipped as unchanged.
+    """Split ``jobs`` into those to refresh (changed, expiring or due) and those skipped as
+    unchanged.
 
     ``connected`` gives each client's connected platforms, which make up its ``all`` key.
+    A copy whose declared expiry falls within ``lead_seconds`` (the schedule's interval and
+    a run) is refreshed now: the next run might come too late to keep a reader from
+    finding it expired.
     """
     period = max_age_minutes * 60
+    expiring_before = now + timedelta(seconds=lead_seconds)
     decision = Decision()
     for job in jobs:
         key = job_key(job, keys, connected.get(job.client_id, ()))
@@ -175,17 +155,17 @@ def decide(
         state = states.get((job.client_id, job.platform))
         last = state.last_success_at if state else None
         if key is None or last is None or state.change_key != key:
-            decision.kinds[job] = "changed"
-            decision.run.append(job)
+            kind = "changed"
+            if last is not None and key is not None and state.change_key is not None:
+                decision.seen[job] = now  # a change of known data, not a first refresh
+        elif state.expires_at is not None and state.expires_at <= expiring_before:
+            kind = "expiring"
         elif (state.success_planned_at or last) < latest_due(job, now, period):
             # Judged by when the last refresh was planned: a job that ended just after its
             # due instant would otherwise wait a whole extra period plus a run.
-            decision.kinds[job] = "due"
-            decision.run.append(job)
+            kind = "due"
         else:
-            decision.kinds[job] = "unchanged"
-            since = (state.changed_at or last).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-            # The key travels with the record: the state then says the cache is current.
-            record = JobRecord(job, "skipped", error=f"unchanged since {since}", change_key=key)
-            decision.skipped.append(record)
+            kind = "unchanged"
+        decision.kinds[job] = kind
+        (decision.unchanged if kind == "unchanged" else decision.run).append(job)
     return decision

@@ -1,20 +1,21 @@
 """The ``analytics-refresh`` command line; ``main(argv)`` returns the exit code.
 
-Every command goes through ``process.execute``, the one place where exceptions become
+Every command goes through ``process.run_command``, the one place where exceptions become
 exit codes (README.md, "Exit codes").
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Mapping, Sequence
 
 import api_key_auth
 
-from . import __version__
+from . import __version__, promise
 from .errors import ConfigError
 from .options import Parser, add_run_options, apply_run_options, client_id, platforms
-from .process import Command, execute, handle_signals
+from .process import Command, handle_signals, run_command
 from .settings import PLATFORMS, Settings, flag_type, number
 
 
@@ -74,7 +75,12 @@ def build_parser() -> Parser:
         help="plan and read only this platform (repeatable) [env REFRESH_PLATFORMS]",
     )
 
-    status = commands.add_parser("status", help="recent runs and the age of every cache")
+    status = commands.add_parser(
+        "status",
+        help="recent runs and the age of every cache",
+        epilog=promise.HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
         "--max-age",
@@ -271,7 +277,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command], args
 
-    return execute(parse, environ)
+    return run_command(parse, environ)
 
 
 def main_entry() -> None:

@@ -19,8 +19,5 @@ class Deadline:
     def expired(self) -> bool:
         return self.remaining() <= 0
 
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
     def __str__(self) -> str:
         return f"deadline of {self.seconds:g}s"

@@ -17,26 +17,27 @@ from prometheus_client import CollectorRegistry, push_to_gateway, write_to_textf
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import db, records
+from . import db, monitor_http, promise, records
 from .errors import first_line
-from .runner import RunResult
+from .outcome import CHANGE_KINDS, JOB_STATUSES, RunResult
 from .settings import Settings
 from .urls import public_host
 
 log = logging.getLogger(__name__)
 
-JOB_STATUSES = ("succeeded", "failed", "not_attempted", "skipped")
-CHANGE_KINDS = ("changed", "unchanged", "due")
 PREFIX = "analytics_refresh_"
 LAST_SUCCESS = PREFIX + "last_success_timestamp_seconds"
 CLIENT_LAST_SUCCESS = PREFIX + "client_last_success_timestamp_seconds"
 FAILING = PREFIX + "keys_failing_repeatedly"
+REQUEST_SUCCESS = PREFIX + "last_request_success_timestamp_seconds"
+COPY_LIFETIME = PREFIX + "copy_lifetime_seconds"
 PUSH_JOB = "analytics_refresh"
 PUSH_TIMEOUT_SECONDS = 5.0
 
 
 def shard_label(settings: Settings) -> str:
-    return str(settings.shard) if settings.shard else "none"
+    """The run's shard as a label: the history's, or "none" (a label cannot be empty)."""
+    return settings.shard_label or "none"
 
 
 def metrics_path(settings: Settings) -> Path | None:
@@ -51,10 +52,21 @@ def metrics_path(settings: Settings) -> Path | None:
 class _Known:
     """What the record says beyond this run: per-key successes, failing keys."""
 
-    def __init__(self, last_success: float | None = None, clients=(), failing: int = 0):
+    def __init__(
+        self,
+        last_success: float | None = None,
+        clients=(),
+        failing: int = 0,
+        request_success: float | None = None,
+        copy_lifetime: float | None = None,
+    ):
         self.last_success = last_success
         self.clients = list(clients)  # (client_id, platform, epoch or 0)
         self.failing = failing
+        # The newest refresh request that succeeded, whatever change detection skipped.
+        self.request_success = request_success
+        # How long the kept copies live: an alert's bound on going without a success.
+        self.copy_lifetime = copy_lifetime
 
 
 class _Snapshot:
@@ -92,6 +104,18 @@ class _Snapshot:
                 "Client x platforms whose last 3 or more attempts in a row failed.",
                 self.known.failing,
             ),
+            (
+                "last_request_success_timestamp_seconds",
+                "When a refresh request of any key last succeeded (0: never); keys skipped "
+                "as unchanged do not move it.",
+                self.known.request_success or 0.0,
+            ),
+            (
+                "copy_lifetime_seconds",
+                "How long a refreshed copy lives: the longest declared expiry of the kept "
+                "copies, else the promise's maximum age.",
+                self.known.copy_lifetime or 0.0,
+            ),
         ):
             yield self.gauge(name, doc, value)
         jobs = GaugeMetricFamily(
@@ -127,7 +151,7 @@ def publish(settings: Settings, result: RunResult) -> None:
         return
     known = None
     # Exit 4: the database was unreachable moments ago; do not wait on it a second time.
-    if result.exit_code != 4:
+    if not result.database_failed:
         try:
             known = _from_database(settings)
         except Exception as exc:
@@ -163,15 +187,29 @@ def _push(settings: Settings, registry: CollectorRegistry) -> None:
             registry=registry,
             grouping_key={"shard": shard_label(settings)},
             timeout=PUSH_TIMEOUT_SECONDS,
+            handler=_bounded_handler,
         )
     except Exception as exc:  # a gateway that is down costs seconds, never the run
         log.warning(
             "⚠️ Cannot push metrics to the Pushgateway on %s (%s)",
             public_host(settings.pushgateway_url),
-            type(exc).__name__,
+            exc if isinstance(exc, monitor_http.MonitorError) else type(exc).__name__,
         )
         return
     log.debug("Metrics pushed to %s", public_host(settings.pushgateway_url))
+
+
+def _bounded_handler(url, method, timeout, headers, data):
+    """prometheus_client's push handler, bounded as a whole (its own bounds each read)."""
+
+    def handle() -> None:
+        status = monitor_http.send(
+            method, url, timeout=timeout or PUSH_TIMEOUT_SECONDS, data=data, headers=dict(headers)
+        )
+        if status >= 400:
+            raise monitor_http.MonitorError(f"HTTP {status}")
+
+    return handle
 
 
 def _from_database(settings: Settings) -> _Known:
@@ -182,7 +220,19 @@ def _from_database(settings: Settings) -> _Known:
         (r.client_id, r.platform, r.state.current_at.timestamp() if r.state.current_at else 0.0)
         for r in rows
     ]
-    return _Known(last_success, clients, sum(1 for r in rows if r.failing_repeatedly))
+    successes = [r.state.last_success_at for r in rows if r.state.last_success_at is not None]
+    lifetimes = [
+        (r.state.expires_at - r.state.last_success_at).total_seconds()
+        for r in rows
+        if r.state.expires_at is not None and r.state.last_success_at is not None
+    ]
+    return _Known(
+        last_success,
+        clients,
+        sum(1 for r in rows if r.failing_repeatedly),
+        max(successes).timestamp() if successes else None,
+        max(lifetimes) if lifetimes else promise.promise_for(settings).max_age_seconds,
+    )
 
 
 def _from_previous_file(path: Path) -> _Known:
@@ -198,6 +248,10 @@ def _from_previous_file(path: Path) -> _Known:
                     known.last_success = sample.value
                 elif sample.name == FAILING:
                     known.failing = int(sample.value)
+                elif sample.name == REQUEST_SUCCESS:
+                    known.request_success = sample.value
+                elif sample.name == COPY_LIFETIME:
+                    known.copy_lifetime = sample.value
                 elif sample.name == CLIENT_LAST_SUCCESS:
                     labels = sample.labels
                     known.clients.append((labels["client_id"], labels["platform"], sample.value))

@@ -14,6 +14,8 @@ from datetime import datetime
 
 from . import db
 from . import statements as sql
+from .current import apply_checks
+from .outcome import KeyState
 from .plan import SOURCE_PLATFORMS, Job, build_plan, stream_connected, valid_client_id
 from .settings import PLATFORMS, Settings
 
@@ -21,41 +23,16 @@ from .settings import PLATFORMS, Settings
 FAILING_STREAK = 3
 
 
-# Slotted, not frozen: a status of 300,000 keys builds 600,000 of these and a frozen
-# dataclass costs six times as much to build.
-@dataclass(slots=True)
-class KeyState:
-    """What the record knows of one client x platform."""
-
-    client_id: str
-    platform: str
-    last_attempt_at: datetime | None = None
-    last_status: str | None = None
-    last_error: str | None = None
-    last_http_status: int | None = None
-    consecutive_failures: int = 0
-    last_success_at: datetime | None = None
-    last_duration_ms: int | None = None
-    change_key: str | None = None
-    changed_at: datetime | None = None
-    verified_at: datetime | None = None  # refreshed, or confirmed unchanged, at this time
-    success_planned_at: datetime | None = None  # when the run of the last success started
-
-    @property
-    def current_at(self) -> datetime | None:
-        """When the cache was last known current: its last success or a later check."""
-        times = [t for t in (self.last_success_at, self.verified_at) if t is not None]
-        return max(times) if times else None
-
-
 Key = tuple[str, str]
 
 
 def key_states(conn) -> dict[Key, KeyState]:
-    """Return the state of every key the record knows."""
+    """Return the state of every key the record knows, with when each was last checked."""
     with conn.cursor() as cur:
         cur.execute(sql.KEY_STATES)
-        return {(row[0], row[1]): KeyState(*row) for row in cur}
+        states = {(row[0], row[1]): KeyState(*row) for row in cur}
+    apply_checks(conn, states)
+    return states
 
 
 def database_now(conn) -> datetime:
@@ -115,8 +92,10 @@ class Freshness:
     def failing_repeatedly(self) -> bool:
         return self.state.consecutive_failures >= FAILING_STREAK
 
+    expired: bool = False  # its copy's declared expiry has passed: not current, whatever its age
+
     def is_stale(self, max_age_seconds: float) -> bool:
-        return self.age_seconds is None or self.age_seconds > max_age_seconds
+        return self.expired or self.age_seconds is None or self.age_seconds > max_age_seconds
 
 
 def freshness(conn, settings: Settings) -> tuple[datetime, list[Freshness]]:
@@ -129,7 +108,15 @@ def freshness(conn, settings: Settings) -> tuple[datetime, list[Freshness]]:
     for job in jobs:
         state = states.get((job.client_id, job.platform)) or KeyState(job.client_id, job.platform)
         current = state.current_at
-        rows.append(Freshness(state, _since(now, current), _since(now, state.changed_at), current))
+        rows.append(
+            Freshness(
+                state,
+                _since(now, current),
+                _since(now, state.changed_at),
+                current,
+                state.expired(now),
+            )
+        )
     # Stalest first (never refreshed ahead of all), then by client and platform.
     rows.sort(
         key=lambda r: (

@@ -128,7 +128,9 @@ def as_dict(report: Report) -> dict:
                     "failed": run["jobs_failed"],
                     "not_attempted": run["jobs_not_attempted"],
                     "skipped": run["jobs_skipped"],
+                    "unchanged": run["jobs_unchanged"],
                 },
+                "checked_changes": run["checked_changes"],
                 "note": run["note"],
             }
             for run in report.runs
@@ -147,6 +149,9 @@ def as_dict(report: Report) -> dict:
                 "consecutive_failures": r.state.consecutive_failures,
                 "data_changed_at": _iso(r.state.changed_at),
                 "data_changed_hours": _hours(r.changed_seconds),
+                "expires_at": _iso(r.state.expires_at),
+                "expired": r.expired,
+                "change_pending": r.state.pending,
             }
             for r in report.keys
         ],

@@ -25,6 +25,7 @@ import statistics
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -222,6 +223,10 @@ def make_handler(args, workers: Workers, stats: Stats, times: ServiceTimes):
                     "cached": not refresh,
                     "padding": padding,
                 }
+                if args.ttl:
+                    # As the reference API declares its copies: until generated + TTL.
+                    until = datetime.now(timezone.utc) + timedelta(seconds=args.ttl)
+                    body["expires_at"] = until.isoformat().replace("+00:00", "Z")
             finally:
                 held = time.monotonic() - took
                 workers.release()
@@ -259,6 +264,7 @@ def parse_args(argv=None):
     parser.add_argument("--retry-after", type=int, default=1, help="seconds, with each 503")
     parser.add_argument("--interactive-ms", type=float, default=2.0, help="a read's service")
     parser.add_argument("--body-kb", type=int, default=4, help="size of a refresh answer")
+    parser.add_argument("--ttl", type=float, default=0, help="declare expires_at this far out")
     return parser.parse_args(argv)
 
 

@@ -46,10 +46,7 @@ def test_unchanged_keys_are_skipped_and_changed_ones_refreshed_with_their_all():
         [shop, amz, both, bob], states, keys, connected=connected, now=NOW, max_age_minutes=DAY
     )
     assert decision.run == [shop, both]  # the changed platform, and the dashboard combining it
-    assert [r.job for r in decision.skipped] == [amz, bob]
-    assert all(
-        r.status == "skipped" and r.error.startswith("unchanged since") for r in decision.skipped
-    )
+    assert decision.unchanged == [amz, bob]
     assert decision.kinds == {shop: "changed", both: "changed", amz: "unchanged", bob: "unchanged"}
     # Stored with the all job's success: both platforms' keys, the new one included.
     assert decision.keys[both] == job_key(both, keys, ("shopify", "amazon"))
@@ -146,9 +143,9 @@ def test_second_run_skips_unchanged_and_a_change_refreshes_its_keys(change_env, 
     assert last_results(change_env).startswith("Results: 5 successful, 0 failed out of 5")
     assert main(["run"], change_env) == 0
     assert "(5 skipped as unchanged)" in last_results(change_env)
-    recorded = jobs(db)  # the latest run's rows
-    assert {row[0] for row in recorded.values()} == {"skipped"}
-    assert all(row[-1].startswith("unchanged since") for row in recorded.values())
+    assert jobs(db) == {}  # the latest run wrote no row for a key it skipped
+    assert not [line for line in log_lines(change_env) if line.startswith("⏭ SKIPPED - ")]
+    assert main(["run", "-v"], change_env) == 0  # a line per skipped key only when asked
     skipped_lines = [line for line in log_lines(change_env) if line.startswith("⏭ SKIPPED - ")]
     assert f"⏭ SKIPPED - {BOB} (shopify): unchanged since" in "\n".join(skipped_lines)
 
@@ -168,16 +165,16 @@ def test_second_run_skips_unchanged_and_a_change_refreshes_its_keys(change_env, 
         ("SELECT 'not-a-uuid', 'shopify', 'k'", "not a UUID"),
         (f"SELECT '{ALICE}', 'ebay', 'k'", "not shopify or amazon"),
         ("SELECT pg_sleep(40)::text, 'shopify', 'k'", "ran past its bound"),
-        ("INSERT INTO change_keys VALUES (NULL, NULL, NULL) RETURNING *", "failed"),
-        # A COMMIT would end the read-only transaction: what runs is one SELECT, so it fails.
+        ("INSERT INTO change_keys VALUES (NULL, NULL, NULL) RETURNING *", "not a SELECT"),
+        # A COMMIT would end the read-only transaction: the parser refuses a second statement.
         (
             f"{CHANGE_SQL}; COMMIT; INSERT INTO change_keys VALUES (NULL, NULL, NULL); "  # noqa: S608
             f"{CHANGE_SQL}",
-            "failed",
+            "4 statements",
         ),
         (
             "WITH gone AS (DELETE FROM change_keys RETURNING *) SELECT * FROM gone",
-            "failed",
+            "holds a DELETE",
         ),
         (f"{CHANGE_SQL} UNION ALL {CHANGE_SQL}", "a second row for"),
     ],

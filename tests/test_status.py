@@ -125,6 +125,7 @@ def test_json_lists_runs_and_every_expected_cache_stalest_first(run_env, history
         "failed": 3,
         "not_attempted": 0,
         "skipped": 0,
+        "unchanged": 0,
     }
     assert newest["duration_seconds"] == pytest.approx(30, abs=0.01)
     assert newest["started_at"].endswith("+00:00")
