@@ -22,7 +22,11 @@ SPECIAL_FIELDS = {
     "REFRESH_CHANGE_SQL": "change_sql",
 }
 # Defaults that are not one value but worked out on the machine, as the README words them.
-COMPUTED = {"CPU count": os.cpu_count() or 1}
+# Defaults the docs state as a rule rather than one value, with the value the rule gives.
+COMPUTED = {
+    "CPU count": os.cpu_count() or 1,
+    "11/12 of the interval": Settings.from_env({}).deadline,
+}
 UNSET = object()
 
 
@@ -67,7 +71,8 @@ def is_runner_default(name: str, value) -> bool:
         field = VARIABLES[name].field if name in VARIABLES else SPECIAL_FIELDS[name]
         return getattr(defaults, field) is None
     if isinstance(value, tuple):
-        return False  # the runner has no computed default
+        field = VARIABLES[name].field if name in VARIABLES else SPECIAL_FIELDS[name]
+        return getattr(defaults, field) == value[1]
     return Settings.from_env({name: value}) == defaults
 
 
