@@ -16,6 +16,12 @@ set -euo pipefail
 DEFAULT_SCHEDULE='0 */2 * * *'
 ENTRY=analytics_refresh_cron.py
 MARKER_TAG='# analytics-refresh-cron:'
+DEFAULT_DEADLINE=6600
+LIMIT_MARGIN_SECONDS=300
+# What cron's run will read: .env alone (cron passes almost no environment).
+DEADLINE_PROBE='from pathlib import Path
+from analytics_refresh.settings import Settings, read_dotenv
+print(int(Settings.from_env(read_dotenv(Path(".env"))).deadline))'
 
 usage() {
   cat <<EOF
@@ -171,8 +177,6 @@ list_cmd="crontab${target_user:+ -u $target_user} -l"
 
 # The marker names the project directory, so two checkouts keep a line each.
 marker="$MARKER_TAG $(cron_escape "$project_dir")"
-command_part="cd $(sh_quote "$project_dir") && $(sh_quote "$python") $ENTRY >>logs/cron_output.log 2>&1"
-line="$schedule $(cron_escape "$command_part") $marker"
 
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/cron_setup.XXXXXX")
 trap 'rm -rf "$workdir"' EXIT
@@ -203,6 +207,24 @@ fi
 [ -f "$project_dir/.env" ] || fail 1 "there is no $project_dir/.env with the settings" \
   "cd $(sh_quote "$project_dir") && cp .env.example .env, then set DATABASE_URL, API_SECRET_KEY and ANALYTICS_API_URL in it"
 
+# An outer limit on each run, for a process hung where the runner cannot bound itself: its
+# deadline (REFRESH_DEADLINE as .env sets it now) plus room to record how it ended, then
+# SIGTERM (the run stops and records itself, exit 6) and SIGKILL a minute after that.
+limit_part=""
+timeout_bin=$(command -v timeout 2>/dev/null || command -v gtimeout 2>/dev/null || true)
+if [ -n "$timeout_bin" ]; then
+  deadline=$(cd "$project_dir" && "$python" -c "$DEADLINE_PROBE" 2>/dev/null) || deadline=""
+  case "$deadline" in
+    "" | *[!0-9]*)
+      echo "Warning: could not read REFRESH_DEADLINE from .env; the outer limit assumes ${DEFAULT_DEADLINE}s." >&2
+      deadline=$DEFAULT_DEADLINE
+      ;;
+  esac
+  limit_part="$(sh_quote "$timeout_bin") --kill-after=60 $((deadline + LIMIT_MARGIN_SECONDS)) "
+fi
+command_part="cd $(sh_quote "$project_dir") && ${limit_part}$(sh_quote "$python") $ENTRY >>logs/cron_output.log 2>&1"
+line="$schedule $(cron_escape "$command_part") $marker"
+
 if [ "$mode" = print ]; then
   printf '%s\n' "$line"
   exit 0
@@ -226,6 +248,11 @@ echo "See it:        $list_cmd"
 echo "Its log:       tail -f $(sh_quote "$project_dir/logs/analytics_refresh_cron.log")"
 echo "Run it now:    cd $(sh_quote "$project_dir") && .venv/bin/python $ENTRY"
 echo "Remove it:     $0 --uninstall${target_user:+ --user $target_user}"
+if [ -n "$limit_part" ]; then
+  echo "Outer limit:   $((deadline + LIMIT_MARGIN_SECONDS))s a run (REFRESH_DEADLINE + ${LIMIT_MARGIN_SECONDS}s); run $0 again after changing REFRESH_DEADLINE"
+else
+  echo "Warning: no timeout command, so runs get no outer limit (macOS: brew install coreutils, then run $0 again)." >&2
+fi
 
 if [ "$(uname -s)" = Linux ] && command -v pgrep >/dev/null 2>&1 &&
   ! pgrep -x cron >/dev/null 2>&1 && ! pgrep -x crond >/dev/null 2>&1; then

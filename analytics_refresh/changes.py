@@ -33,11 +33,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import psycopg2
-
-from . import db
+from . import change_query
+from .change_query import ChangeQueryError
 from .clock import Deadline
-from .errors import first_line
 from .plan import SOURCE_PLATFORMS, Job, valid_client_id
 from .records import Key, KeyState
 
@@ -49,10 +47,6 @@ QUERY_SECONDS = 30.0
 QUERY_SHARE = 0.25
 
 
-class ChangeQueryError(Exception):
-    """The change query failed or returned rows it should not have."""
-
-
 def read_keys(conn, query: str, deadline: Deadline | None = None) -> dict[Key, str]:
     """Run the configured query read-only; return {(client_id, platform): change_key}.
 
@@ -62,42 +56,14 @@ def read_keys(conn, query: str, deadline: Deadline | None = None) -> dict[Key, s
     seconds = QUERY_SECONDS
     if deadline is not None:
         seconds = max(0.5, min(QUERY_SECONDS, deadline.remaining() * QUERY_SHARE))
-    was_autocommit = conn.autocommit
-    conn.autocommit = False
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SET TRANSACTION READ ONLY")
-            db.bound(conn, seconds)
-            try:
-                cur.execute(wrapped(query))
-            except psycopg2.errors.QueryCanceled as exc:
-                raise ChangeQueryError(f"it ran past its bound of {seconds:g}s") from exc
-            except psycopg2.Error as exc:
-                raise ChangeQueryError(f"it failed: {first_line(exc)}") from exc
-            if cur.description is None:
-                raise ChangeQueryError("it returned no rows at all (not a SELECT)")
-            if len(cur.description) != 3:
-                raise ChangeQueryError(
-                    f"expected 3 columns (client_id, platform, change_key), got "
-                    f"{len(cur.description)}"
-                )
-            return _keys(cur)
-    finally:
-        if not conn.closed:
-            conn.rollback()
-            conn.autocommit = was_autocommit
-            db.bound(conn, db.statement_seconds(deadline))
-
-
-def wrapped(query: str) -> str:
-    """Return the configured query as the one subquery of a SELECT.
-
-    Whatever the text holds, what runs is a single SELECT: a second statement, a COMMIT
-    that would end the read-only transaction, or a data-modifying WITH is an error, not a
-    write. The closing parenthesis is on a line of its own, after any trailing comment.
-    """
-    text = query.strip().rstrip(";").rstrip()
-    return f"SELECT * FROM (\n{text}\n) AS change_query"  # noqa: S608 (the operator's query)
+    with change_query.read_only(conn, query, seconds, deadline) as cur:
+        if cur.description is None:
+            raise ChangeQueryError("it returned no rows at all (not a SELECT)")
+        if len(cur.description) != 3:
+            raise ChangeQueryError(
+                f"expected 3 columns (client_id, platform, change_key), got {len(cur.description)}"
+            )
+        return _keys(cur)
 
 
 def _keys(rows) -> dict[Key, str]:

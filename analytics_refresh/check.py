@@ -29,6 +29,7 @@ from .errors import ConfigError, DatabaseError, RefreshError
 from .logs import redact
 from .plan import Job, build_plan, stream_connected
 from .settings import Settings
+from .urls import display_url
 
 # The exit code a run would end with when a check of this kind fails.
 SETTINGS_FAILED = ConfigError.exit_code
@@ -116,7 +117,7 @@ class Preflight:
         heartbeat = (urlsplit(s.healthcheck_url).hostname or "on") if s.healthcheck_url else "off"
         return _ok(
             name,
-            f"API {s.endpoint_url}, platforms {','.join(s.platforms)}, concurrency "
+            f"API {display_url(s.endpoint_url)}, platforms {','.join(s.platforms)}, concurrency "
             f"{s.concurrency}, timeout {s.timeout:g}s, {s.max_attempts} attempts, deadline "
             f"{s.deadline:g}s, API_SECRET_KEY set, heartbeat {heartbeat}, metrics "
             f"{s.metrics_file or 'off'}",
@@ -221,12 +222,13 @@ class Preflight:
 
     def check_health(self, name: str) -> Result:
         url = self.settings.api_url.rstrip("/") + "/health"
+        shown = display_url(url)
         try:
             answer = self.probe(url, timeout=min(HEALTH_TIMEOUT_SECONDS, self.settings.timeout))
         except requests.RequestException as exc:
             return _fail(
                 name,
-                f"{url}: {network_reason(exc)}",
+                f"{shown}: {network_reason(exc)}",
                 unreachable_fix(self.settings),
                 JOBS_WOULD_FAIL,
             )
@@ -235,12 +237,12 @@ class Preflight:
         if answer.status == 404:
             self.health_ok = True
             return Result(
-                name, "warn", f"{url}: HTTP 404, the API has no /health; the read below decides"
+                name, "warn", f"{shown}: HTTP 404, the API has no /health; the read below decides"
             )
         if answer.status == 503 or (database is not None and database != "ok"):
             return _fail(
                 name,
-                f"{url}: HTTP {answer.status}, the API is up but its database is "
+                f"{shown}: HTTP {answer.status}, the API is up but its database is "
                 f"{database or 'down'}",
                 "check the API's DATABASE_URL and that its PostgreSQL is running",
                 JOBS_WOULD_FAIL,
@@ -248,7 +250,7 @@ class Preflight:
         if not 200 <= answer.status < 300:
             return _fail(
                 name,
-                f"{url}: HTTP {answer.status} {_error(answer)}".rstrip(),
+                f"{shown}: HTTP {answer.status} {_error(answer)}".rstrip(),
                 "see the API's log; ANALYTICS_API_URL must be the API's base URL",
                 JOBS_WOULD_FAIL,
             )
@@ -256,7 +258,7 @@ class Preflight:
         state = ", ".join(f"{k} {body[k]}" for k in ("status", "database") if k in body)
         return _ok(
             name,
-            f"{url}: HTTP {answer.status}{', ' + state if state else ''} "
+            f"{shown}: HTTP {answer.status}{', ' + state if state else ''} "
             f"[{answer.elapsed * 1000:.0f} ms]",
         )
 
@@ -292,7 +294,8 @@ class Preflight:
                     name,
                     f"{what}, but the answer is not a JSON object ({answer.problem or 'no body'})",
                     "ANALYTICS_API_URL and ANALYTICS_ENDPOINT must name the dashboard API "
-                    f"(now {self.settings.endpoint_url}), not a proxy's or a web server's page",
+                    f"(now {display_url(self.settings.endpoint_url)}), not a proxy's or a web "
+                    "server's page",
                     JOBS_WOULD_FAIL,
                 )
             skus = body.get("sku_count", "?")
@@ -341,7 +344,8 @@ def network_reason(exc: requests.RequestException) -> str:
 def unreachable_fix(settings: Settings) -> str:
     return (
         f"start the dashboard API (`analytics-refresh serve`, or gunicorn "
-        f"'dashboard_api:create_app()') or correct ANALYTICS_API_URL (now {settings.api_url}); "
+        "'dashboard_api:create_app()') or correct ANALYTICS_API_URL "
+        f"(now {display_url(settings.api_url)}); "
         "for HTTPS with a private CA set REFRESH_CA_BUNDLE"
     )
 

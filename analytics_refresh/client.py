@@ -201,8 +201,8 @@ class RefreshClient:
             except requests.exceptions.SSLError as exc:
                 attempt = Attempt(
                     Verdict.FAIL,
-                    error=f"TLS verification failed ({_reason(exc)}); set REFRESH_CA_BUNDLE to "
-                    "the CA file that signed the API's certificate",
+                    error=f"TLS verification failed ({_reason(exc, secrets)}); set "
+                    "REFRESH_CA_BUNDLE to the CA file that signed the API's certificate",
                     failure=Failure.CONNECTION,
                 )
             except requests.exceptions.RequestException as exc:
@@ -211,13 +211,13 @@ class RefreshClient:
                 elif isinstance(exc, requests.exceptions.ConnectionError):
                     attempt = Attempt(
                         Verdict.RETRY,
-                        error=f"connection failed: {_reason(exc)}",
+                        error=f"connection failed: {_reason(exc, secrets)}",
                         failure=Failure.CONNECTION,
                     )
                 else:
                     attempt = Attempt(
                         Verdict.RETRY,
-                        error=f"request failed: {_reason(exc)}",
+                        error=f"request failed: {_reason(exc, secrets)}",
                         failure=Failure.CONNECTION,
                     )
         elapsed = time.monotonic() - started
@@ -361,8 +361,8 @@ def _probe_answer(response: requests.Response, deadline: float, secrets) -> tupl
     return status, reason, body, problem, detail
 
 
-def _reason(exc: Exception) -> str:
-    """Return the innermost cause of a requests exception, short and without URLs' queries."""
+def _reason(exc: Exception, secrets: tuple[str, ...] = ()) -> str:
+    """Return the innermost cause of a requests exception, short, with ``secrets`` masked."""
     inner = exc
     while inner.__context__ is not None and inner.__context__ is not inner:
         inner = inner.__context__
@@ -376,4 +376,4 @@ def _reason(exc: Exception) -> str:
     ):
         if marker.lower() in text.lower():
             return marker
-    return plain_text(text)
+    return plain_text(text, secrets)

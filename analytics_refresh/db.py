@@ -4,7 +4,10 @@ This is the database boundary: a driver error leaves it as ``DatabaseError`` (ex
 as ``DeadlineReached`` (exit 6) when the run's deadline cut the wait short, with the
 driver's exception as ``__cause__`` and never the connection string, which may hold a
 password. Every connection bounds its statements (``statement_timeout``), so a table lock
-held by another session cannot hold a run past its deadline.
+held by another session cannot hold a run past its deadline; and since a server that hangs
+keeps no timeout of its own, the client bounds every call too (``dbwatch``): past the same
+bound the call is cancelled and its connection cut, and it raises ``DatabaseError`` saying
+the database stopped answering.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+import weakref
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -19,6 +23,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.errors
 
+from . import dbwatch
 from . import statements as sql
 from .clock import Deadline
 from .errors import DatabaseError, Interrupted, first_line
@@ -51,6 +56,26 @@ REPAIR_HINT = (
 )
 
 
+SILENT_HINT = (
+    "check the database server and the network path to it; the next run goes on normally "
+    "once it answers"
+)
+# Each run's connections share one record of whether the database stopped answering.
+_SILENCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def silence_of(deadline: Deadline | None) -> dbwatch.Silence:
+    """Return the silence record shared by the connections of the run with ``deadline``."""
+    if deadline is None:
+        return dbwatch.Silence()
+    return _SILENCES.setdefault(deadline, dbwatch.Silence(deadline.expired))
+
+
+class DatabaseStoppedAnswering(DatabaseError):
+    """The database stopped answering (a hung server, or a network path that drops
+    everything): no call to it is worth waiting for during this run."""
+
+
 class DeadlineReached(Interrupted):
     """The run's deadline was reached while waiting for the database."""
 
@@ -63,6 +88,8 @@ def translate(exc: psycopg2.Error, url: str | None = None, deadline: Deadline | 
     """Return the project's exception for a driver error (never quoting a password)."""
     secrets = tuple(p for p in (database_password(url),) if p)
     reason = redact(first_line(exc), secrets)
+    if isinstance(exc, dbwatch.DatabaseSilent):
+        return DatabaseStoppedAnswering(reason, hint=SILENT_HINT)
     cancelled = isinstance(exc, psycopg2.errors.QueryCanceled)
     if cancelled and deadline is not None and deadline.remaining() < 1.0:
         return DeadlineReached(f"{deadline} reached while waiting for the database")
@@ -85,10 +112,12 @@ def statement_seconds(deadline: Deadline | None, ceiling: float = STATEMENT_SECO
     return max(0.5, min(ceiling, deadline.remaining()))
 
 
-def bound(conn, seconds: float) -> None:
-    """Limit the connection's statements and lock waits to ``seconds``."""
+def bound(conn, seconds: float | None) -> None:
+    """Limit the connection's statements and lock waits to ``seconds`` (None: no limit),
+    on the server and, for a server that stopped answering, on the client too."""
     with conn.cursor() as cur:
-        cur.execute(sql.SET_TIMEOUTS, {"ms": str(int(seconds * 1000))})
+        cur.execute(sql.SET_TIMEOUTS, {"ms": str(int((seconds or 0) * 1000))})
+    dbwatch.set_bound(conn, seconds)
 
 
 def connect(
@@ -97,17 +126,38 @@ def connect(
     application_name: str = "analytics-refresh",
     deadline: Deadline | None = None,
     statement_ceiling: float = STATEMENT_SECONDS,
+    silence: dbwatch.Silence | None = None,
 ):
-    """Open an autocommit connection with bounded statements, or raise DatabaseError."""
+    """Open an autocommit connection with bounded statements, or raise DatabaseError.
+
+    ``silence`` is shared with the run's other connections (by default, those of the same
+    ``deadline``): once one found the database silent, this one does not wait long either.
+    """
     wait = statement_seconds(deadline, CONNECT_TIMEOUT_SECONDS)
+    silence = silence or silence_of(deadline)
+    was_silent = silence.silent
     try:
-        conn = psycopg2.connect(
-            url, connect_timeout=max(1, round(wait)), application_name=application_name
+        conn = dbwatch.connect(
+            url, connect_timeout=wait, silence=silence, application_name=application_name
         )
+    except dbwatch.DatabaseSilent as exc:
+        raise translate(exc, url) from exc
     except psycopg2.Error as exc:
         # libpq's message names the host and the cause; the URL was checked for an
         # unambiguous shape, so no piece of a password is taken for a host name.
         reason = redact(first_line(exc), tuple(p for p in (database_password(url),) if p))
+        if silence.silent:
+            if not was_silent:
+                log.error(
+                    "❌ The database stopped answering: %s took the connection but did not "
+                    "answer it",
+                    describe(url),
+                )
+            raise DatabaseStoppedAnswering(
+                f"the database stopped answering: {describe(url)} took the connection but "
+                "did not answer it",
+                hint=SILENT_HINT,
+            ) from exc
         if deadline is not None and deadline.remaining() < 1.0:
             raise DeadlineReached(f"{deadline} reached while connecting") from exc
         raise DatabaseError(
@@ -115,6 +165,8 @@ def connect(
             hint="check DATABASE_URL and that PostgreSQL is running and reachable",
         ) from exc
     conn.autocommit = True
+    # Until the first bound() is set, the connect timeout bounds the setup call too.
+    dbwatch.set_bound(conn, wait)
     with boundary(url, deadline):
         bound(conn, statement_seconds(deadline, statement_ceiling))
     return conn
@@ -196,10 +248,13 @@ def init_schema(conn) -> None:
     with conn.cursor() as cur:
         # Serialise concurrent `db init`s: CREATE TABLE IF NOT EXISTS can race otherwise.
         cur.execute(sql.INIT_LOCK)
+        bounded = getattr(conn, "call_seconds", None)
         try:
             cur.execute(sql.NO_STATEMENT_TIMEOUT)  # filling the state may take a while
+            dbwatch.set_bound(conn, None)
             cur.execute(read_sql("runner_schema.sql"))
         finally:
+            dbwatch.set_bound(conn, bounded)
             cur.execute(sql.INIT_UNLOCK)
 
 

@@ -11,13 +11,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
-
-from . import __version__
+from . import __version__, monitor_http
 from .logs import LOGGER_NAME, PlainFormatter, RedactFilter
 from .urls import public_host
 
@@ -90,37 +87,25 @@ class Heartbeat:
 
     def _ping(self, suffix: str, run_id: str | None, body: str) -> bool:
         outcome: dict[str, str] = {}
-
-        def send() -> None:
-            try:
-                response = requests.post(
-                    ping_url(self.url, suffix),
-                    params={"rid": run_id} if run_id else None,
-                    data=body.encode("utf-8"),
-                    headers={
-                        "User-Agent": f"analytics-refresh/{__version__}",
-                        "Content-Type": "text/plain; charset=utf-8",
-                    },
-                    timeout=self.timeout,
-                )
-                response.close()
-                if response.status_code >= 300:
-                    outcome["error"] = f"HTTP {response.status_code}"
-            except requests.Timeout:
-                outcome["error"] = f"no answer within {self.timeout:g}s"
-            except requests.ConnectionError:
-                outcome["error"] = "connection failed"
-            except Exception as exc:  # a ping must never cost the run anything
-                outcome["error"] = type(exc).__name__
-            outcome.setdefault("done", "")
-
-        # A thread bounds the whole ping, name resolution included, which requests' own
-        # timeouts do not; a ping still stuck when the run moves on dies with the process.
-        thread = threading.Thread(target=send, name="heartbeat", daemon=True)
-        thread.start()
-        thread.join(self.timeout)
-        if "done" not in outcome:
-            outcome["error"] = f"no answer within {self.timeout:g}s"
+        try:
+            # One deadline for all of it: name resolution, connecting, sending, the answer.
+            status = monitor_http.send(
+                "POST",
+                ping_url(self.url, suffix),
+                params={"rid": run_id} if run_id else None,
+                data=body.encode("utf-8"),
+                headers={
+                    "User-Agent": f"analytics-refresh/{__version__}",
+                    "Content-Type": "text/plain; charset=utf-8",
+                },
+                timeout=self.timeout,
+            )
+            if status >= 300:
+                outcome["error"] = f"HTTP {status}"
+        except monitor_http.MonitorError as exc:
+            outcome["error"] = str(exc)
+        except Exception as exc:  # a ping must never cost the run anything
+            outcome["error"] = type(exc).__name__
         if "error" in outcome:
             log.warning(
                 "⚠️ Heartbeat ping /%s to %s failed: %s (the run goes on)",

@@ -19,12 +19,15 @@ import threading
 
 import psycopg2
 
-from .cutoff import bounded, cut
+from . import dbwatch
 from .db import boundary, connect
 from .settings import Shard
 
 # The longest a check of the lock's session may wait for the database.
 CHECK_SECONDS = 5.0
+# The lock's statements are instant; one that takes longer means the database stopped
+# answering, and the run should know within seconds, not when its deadline comes.
+STATEMENT_SECONDS = 5.0
 # The first half of the two-key advisory locks that say which shard count is running.
 LAYOUT_CLASS = 0x41524653
 
@@ -65,7 +68,10 @@ class RunLock:
         """Try to take the locks, without waiting; return whether this run holds them."""
         self.release()
         self.conn = connect(
-            self.url, application_name="analytics-refresh lock", deadline=self.deadline
+            self.url,
+            application_name="analytics-refresh lock",
+            deadline=self.deadline,
+            statement_ceiling=STATEMENT_SECONDS,
         )
         with boundary(self.url), self.conn.cursor() as cur:
             self._held = self._try(cur)
@@ -100,20 +106,20 @@ class RunLock:
             if not self._held or self.conn is None or self.conn.closed:
                 self._held = False
                 return False
-            with bounded(self.conn, CHECK_SECONDS) as cutoff:
-                try:
-                    with self.conn.cursor() as cur:
-                        cur.execute("SELECT 1")
-                except psycopg2.Error:
-                    self._held = False
-                    self.silent = cutoff.fired
-                    return False
+            dbwatch.set_bound(self.conn, CHECK_SECONDS)
+            try:
+                with self.conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+            except psycopg2.Error as exc:
+                self._held = False
+                self.silent = isinstance(exc, dbwatch.DatabaseSilent)
+                return False
             return True
 
     def cut(self) -> None:
         """Shut the lock session's socket: its locks end with it, and nothing waits."""
         if self.conn is not None:
-            cut(self.conn)
+            dbwatch.cut(self.conn)
         self._held = False
 
     def release(self) -> None:
@@ -121,13 +127,14 @@ class RunLock:
         if not self._mutex.acquire(timeout=CHECK_SECONDS + 1):
             conn = self.conn
             if conn is not None:
-                cut(conn)  # the session ends, and the locks with it
+                dbwatch.cut(conn)  # the session ends, and the locks with it
             self._held = False
             return
         try:
             if self.conn is not None and not self.conn.closed:
                 try:
-                    with bounded(self.conn, CHECK_SECONDS), self.conn.cursor() as cur:
+                    dbwatch.set_bound(self.conn, CHECK_SECONDS)
+                    with self.conn.cursor() as cur:
                         cur.execute("SELECT pg_advisory_unlock_all()")
                 except psycopg2.Error:
                     pass  # the session is gone, and the locks with it

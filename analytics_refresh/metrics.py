@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, push_to_gateway, write_to_textf
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import db, promise, records
+from . import db, monitor_http, promise, records
 from .errors import first_line
 from .outcome import CHANGE_KINDS, JOB_STATUSES, RunResult
 from .settings import Settings
@@ -187,15 +187,29 @@ def _push(settings: Settings, registry: CollectorRegistry) -> None:
             registry=registry,
             grouping_key={"shard": shard_label(settings)},
             timeout=PUSH_TIMEOUT_SECONDS,
+            handler=_bounded_handler,
         )
     except Exception as exc:  # a gateway that is down costs seconds, never the run
         log.warning(
             "⚠️ Cannot push metrics to the Pushgateway on %s (%s)",
             public_host(settings.pushgateway_url),
-            type(exc).__name__,
+            exc if isinstance(exc, monitor_http.MonitorError) else type(exc).__name__,
         )
         return
     log.debug("Metrics pushed to %s", public_host(settings.pushgateway_url))
+
+
+def _bounded_handler(url, method, timeout, headers, data):
+    """prometheus_client's push handler, bounded as a whole (its own bounds each read)."""
+
+    def handle() -> None:
+        status = monitor_http.send(
+            method, url, timeout=timeout or PUSH_TIMEOUT_SECONDS, data=data, headers=dict(headers)
+        )
+        if status >= 400:
+            raise monitor_http.MonitorError(f"HTTP {status}")
+
+    return handle
 
 
 def _from_database(settings: Settings) -> _Known:

@@ -28,7 +28,7 @@ from .parsers import (
     parse_platforms,
     path_text,
 )
-from .urls import check_database_url, database_password, http_url
+from .urls import check_database_url, display_url, http_url, url_secrets
 
 TRIGGERS = ("cron", "manual", "demo")
 LOG_FORMATS = ("text", "json")
@@ -96,6 +96,8 @@ VARIABLES: dict[str, Variable] = {
     "REFRESH_INTERVAL_MINUTES": Variable("interval_minutes", number(float, 1, 10**6)),
     "ANALYTICS_REFRESH_DATA_DIR": Variable("data_dir", Path),
 }
+# Settings whose value is a URL that may carry a password or a key in its query string.
+URL_VARIABLES = ("DATABASE_URL", "ANALYTICS_API_URL", "HEALTHCHECK_URL", "METRICS_PUSHGATEWAY_URL")
 # Read by their own code below (secrets, the database URL, the change query).
 SPECIAL_VARIABLES = (
     "DATABASE_URL",
@@ -182,7 +184,13 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log, a table or a message."""
-        return secrets_of(self.secret_key, self.database_url)
+        return secrets_of(
+            self.secret_key,
+            self.database_url,
+            self.api_url,
+            self.healthcheck_url,
+            self.pushgateway_url,
+        )
 
     def require_secret(self) -> str:
         """Return the token secret, or raise ConfigError naming API_SECRET_KEY."""
@@ -214,11 +222,12 @@ class Settings:
         return cls(**values)
 
 
-def secrets_of(secret_key: str | None, database_url: str | None) -> tuple[str, ...]:
-    """Return the values to mask: the token secret and the database password."""
-    found = [secret_key, database_password(database_url)]
+def secrets_of(secret_key: str | None, *urls: str | None) -> tuple[str, ...]:
+    """Return the values to mask: the token secret, and the passwords and query-string
+    values of the URL settings."""
+    found = [secret_key, *(part for url in urls for part in url_secrets(url))]
     # A value too short to be a secret (an invalid setting) would mask ordinary words.
-    return tuple(value for value in found if value and len(value) >= 4)
+    return tuple(dict.fromkeys(value for value in found if value and len(value) >= 4))
 
 
 def raw_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
@@ -227,7 +236,7 @@ def raw_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
     secret = reader.secret("API_SECRET_KEY")
     if secret is not None and len(secret) < MIN_SECRET_LENGTH:
         secret = None  # too short to be the secret: masking it would hide common words
-    return secrets_of(secret, environ.get("DATABASE_URL", "").strip() or None)
+    return secrets_of(secret, *(environ.get(name, "").strip() or None for name in URL_VARIABLES))
 
 
 def partial(environ: Mapping[str, str], name: str, default: Any = None) -> Any:
@@ -269,7 +278,7 @@ class _Reader:
         try:
             return parse(raw)
         except ValueError as exc:
-            shown = f"={raw!r}" if len(raw) <= 200 else ""
+            shown = f"={display_url(raw)!r}" if len(raw) <= 200 else ""
             self.problems.append(f"{name}{shown} is invalid: {exc}")
             return None
 

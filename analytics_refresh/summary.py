@@ -8,6 +8,7 @@ from collections import Counter
 
 from .outcome import Failure, JobRecord
 from .settings import Settings
+from .urls import display_url
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,6 @@ def summarise_failures(job_records: list[JobRecord], settings: Settings) -> None
     log.error(
         "❌ Every job failed the same way (%s) calling %s: %s",
         (failed[0].error or "").split(";")[0],
-        settings.endpoint_url,
+        display_url(settings.endpoint_url),
         fix,
     )

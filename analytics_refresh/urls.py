@@ -10,10 +10,15 @@ message ever quotes any part of a URL's user information.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
+
+MASK = "[redacted]"
+# Query parameters of a libpq URL that hold a secret (the rest are options like sslmode).
+_DATABASE_SECRETS = ("password", "sslpassword")
+_KEYWORD_PASSWORD = re.compile(r"\b((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 ENCODE_HINT = (
@@ -96,3 +101,53 @@ def public_host(url: str) -> str:
         return urlsplit(url).hostname or "the server"
     except ValueError:
         return "the server"
+
+
+# -- masking ----------------------------------------------------------------------------------
+def url_secrets(url: str | None) -> tuple[str, ...]:
+    """Return the parts of a URL setting that may be secret, as written and decoded: the
+    password of its user information, and the values of its query string (for a
+    PostgreSQL URL or connection string, its password parameters only)."""
+    if not url:
+        return ()
+    found: list[str] = []
+    database = not url.lower().startswith(("http://", "https://"))
+    if database:
+        found.append(database_password(url) or "")
+    try:
+        parts = urlsplit(url.strip())
+        password = parts.password
+    except ValueError:
+        parts, password = None, None
+    if parts is not None and parts.netloc:
+        if password:
+            raw = parts.netloc.rpartition("@")[0].partition(":")[2]
+            found += [raw, unquote(raw)]
+        for piece in parts.query.split("&"):
+            name, _, value = piece.partition("=")
+            if value and (not database or unquote(name).lower() in _DATABASE_SECRETS):
+                found += [value, unquote(value), unquote(value.replace("+", " "))]
+    # Longest first: a secret that holds another is masked whole.
+    unique = dict.fromkeys(v for v in found if v)
+    return tuple(sorted(unique, key=len, reverse=True))
+
+
+def display_url(url: str) -> str:
+    """Return ``url`` fit for a message: its password and query values masked."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url if "@" not in url and "?" not in url else "(a URL that cannot be parsed)"
+    if not parts.netloc:
+        # A key=value connection string: its password values.
+        return _KEYWORD_PASSWORD.sub(rf"\1{MASK}", url)
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:{MASK}@{host}"
+    query = "&".join(
+        f"{quote(name, safe='')}={MASK}" if value else quote(name, safe="")
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=""))

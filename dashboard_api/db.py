@@ -3,7 +3,9 @@
 A connection is lent for one request and comes back rolled back; a few stay open between
 requests. A driver error that means the server is gone becomes ``DatabaseUnavailable``
 (503, which the runner retries) and the broken connection is thrown away; connections are
-pinged before they are lent, so the pool heals as soon as the server is back.
+pinged before they are lent, so the pool heals as soon as the server is back. Every call
+is bounded by the API itself (``pgbound``), so a server that stops answering costs a
+request seconds, not forever.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.pool
 
+from . import pgbound
 from .errors import DatabaseUnavailable, SchemaMissing
 
 CONNECT_TIMEOUT_SECONDS = 5
@@ -102,8 +105,8 @@ class Database:
                         self._idle,
                         self._max,
                         self._url,
-                        connect_timeout=CONNECT_TIMEOUT_SECONDS,
                         application_name=APPLICATION_NAME,
+                        **pgbound.connect_args(self._url, CONNECT_TIMEOUT_SECONDS),
                     )
                 except psycopg2.Error as exc:
                     raise DatabaseUnavailable() from exc
@@ -118,16 +121,19 @@ class Database:
             except psycopg2.Error as exc:
                 raise DatabaseUnavailable() from exc
             try:
-                with conn.cursor() as cur:
+                with conn.bound(pgbound.PING_SECONDS), conn.cursor() as cur:
                     cur.execute(PING)
                 return conn
-            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 pool.putconn(conn, close=True)
+                if isinstance(exc, pgbound.Silent):
+                    # A server that stopped answering would cost each pooled one as long.
+                    raise DatabaseUnavailable() from exc
         raise DatabaseUnavailable()
 
     def ping(self) -> None:
         """Run a trivial query, or raise DatabaseUnavailable."""
-        with self.connection() as conn, conn.cursor() as cur:
+        with self.connection() as conn, conn.bound(pgbound.PING_SECONDS), conn.cursor() as cur:
             cur.execute(PING)
 
     def close(self) -> None:

@@ -165,16 +165,16 @@ def test_second_run_skips_unchanged_and_a_change_refreshes_its_keys(change_env, 
         ("SELECT 'not-a-uuid', 'shopify', 'k'", "not a UUID"),
         (f"SELECT '{ALICE}', 'ebay', 'k'", "not shopify or amazon"),
         ("SELECT pg_sleep(40)::text, 'shopify', 'k'", "ran past its bound"),
-        ("INSERT INTO change_keys VALUES (NULL, NULL, NULL) RETURNING *", "failed"),
-        # A COMMIT would end the read-only transaction: what runs is one SELECT, so it fails.
+        ("INSERT INTO change_keys VALUES (NULL, NULL, NULL) RETURNING *", "not a SELECT"),
+        # A COMMIT would end the read-only transaction: the parser refuses a second statement.
         (
             f"{CHANGE_SQL}; COMMIT; INSERT INTO change_keys VALUES (NULL, NULL, NULL); "  # noqa: S608
             f"{CHANGE_SQL}",
-            "failed",
+            "4 statements",
         ),
         (
             "WITH gone AS (DELETE FROM change_keys RETURNING *) SELECT * FROM gone",
-            "failed",
+            "holds a DELETE",
         ),
         (f"{CHANGE_SQL} UNION ALL {CHANGE_SQL}", "a second row for"),
     ],

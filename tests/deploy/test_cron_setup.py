@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,8 @@ def test_installs_one_line_that_runs_the_venv_python_from_the_project(user_cront
     [line] = our_lines(user_crontab.read(), project)
     quoted_dir = str(project.resolve()).replace("'", "'\\''").replace("%", "\\%")
     assert line.startswith("0 */2 * * * ")
-    assert f"cd '{quoted_dir}' && '{quoted_dir}/.venv/bin/python' analytics_refresh_cron.py" in line
+    assert f"cd '{quoted_dir}' && " in line
+    assert f" '{quoted_dir}/.venv/bin/python' analytics_refresh_cron.py" in line
     assert (project / "logs").is_dir()
     # It says what it did and how to look at it.
     assert "crontab -l" in result.stdout
@@ -219,6 +221,39 @@ def test_the_line_works_in_crons_bare_environment(project, tmp_path):
     assert probe["argv"] == ["analytics_refresh_cron.py"]
     # Output that is not the runner's log lands in logs/, not in cron's mail.
     assert (project / "logs" / "cron_output.log").read_text(encoding="utf-8") == "probe ran\n"
+
+
+def test_each_run_gets_an_outer_limit_of_its_deadline_plus_a_margin(project):
+    (project / ".env").write_text("REFRESH_DEADLINE=100\n", encoding="utf-8")
+    line = run_setup(project, "--print").stdout.strip()
+    limit = "timeout' --kill-after=60 400 '"  # 100 s + 300 s, then the venv's python
+    assert limit in line, line
+    assert line.index(limit) < line.index("/.venv/bin/python' analytics_refresh_cron.py")
+
+
+def test_the_outer_limit_ends_a_run_that_hangs(project, tmp_path):
+    """A hung run is stopped by the line itself, in cron's bare environment."""
+    (project / "analytics_refresh_cron.py").write_text(
+        "import time\nprint('hung', flush=True)\ntime.sleep(600)\n", encoding="utf-8"
+    )
+    (project / "logs").mkdir()
+    (project / ".env").write_text("REFRESH_DEADLINE=1\n", encoding="utf-8")
+    line = run_setup(project, "--print").stdout.strip()
+    assert "--kill-after=60 301 " in line
+    command = cron_command(line).replace("--kill-after=60 301 ", "--kill-after=5 2 ")
+    home = tmp_path / "home"
+    home.mkdir()
+    started = time.monotonic()
+    result = subprocess.run(
+        ["/bin/sh", "-c", command],
+        cwd=home,
+        env={"HOME": str(home), "LOGNAME": "root", "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh"},
+        timeout=60,
+        check=False,
+    )
+    assert time.monotonic() - started < 10
+    assert result.returncode == 124  # timeout's code: the limit ended it
+    assert (project / "logs" / "cron_output.log").read_text(encoding="utf-8") == "hung\n"
 
 
 def test_the_repository_copy_is_executable():
