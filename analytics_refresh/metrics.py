@@ -95,6 +95,11 @@ class _Snapshot:
             ("last_run_exit_code", "The last run's exit code (0 = all succeeded).", r.exit_code),
             ("last_run_retries", "Retried attempts in the last run.", r.retries),
             (
+                "last_run_change_query_failed",
+                "1 when the last run's change query failed and it refreshed every job.",
+                1 if r.change_error else 0,
+            ),
+            (
                 "last_success_timestamp_seconds",
                 "When the last run that refreshed every job ended (0: never).",
                 self.known.last_success or 0.0,

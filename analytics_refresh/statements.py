@@ -268,3 +268,5 @@ NEWEST_CACHE_ROWS = """
     GROUP BY platform
 """
 COUNT_FRESH_CACHE_ROWS = "SELECT count(*) FROM {table} WHERE computed_at >= to_timestamp(%s)"
+# What `db seed` loaded: the sample clients' order lines.
+COUNT_CLIENT_ORDER_LINES = "SELECT count(*) FROM order_lines WHERE client_id = ANY (%s::uuid[])"
