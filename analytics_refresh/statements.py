@@ -249,7 +249,9 @@ RUN_KEYS = """
 RECENT_RUN_SECONDS = """
     SELECT max(extract(epoch FROM finished_at - started_at))::float8
     FROM (SELECT started_at, finished_at FROM refresh_runs
-          WHERE shard = %s AND finished_at IS NOT NULL AND status <> 'skipped'
+          -- An abandoned run's end is when another run noticed it, not how long it ran.
+          WHERE shard = %s AND finished_at IS NOT NULL
+            AND status NOT IN ('skipped', 'abandoned')
           ORDER BY started_at DESC LIMIT 5) AS recent
 """
 RECENT_RUNS = """
