@@ -18,9 +18,11 @@ import hashlib
 import threading
 
 import psycopg2
+import psycopg2.errors
 
 from . import dbwatch
 from .db import boundary, connect
+from .errors import first_line
 from .settings import Shard
 
 # The longest a check of the lock's session may wait for the database.
@@ -61,6 +63,7 @@ class RunLock:
         self.conn = None
         self.backend_pid: int | None = None  # the lock session's server process
         self.silent = False  # the lock was lost because the database stopped answering
+        self.also_failed: str | None = None  # why the last ``also`` statement failed
         self._held = False
         self._mutex = threading.Lock()
 
@@ -96,11 +99,13 @@ class RunLock:
             return False
         return granted(TRY_EXCLUSIVE, lock_key(self.shard))
 
-    def still_held(self) -> bool:
+    def still_held(self, also: tuple[str, dict] | None = None) -> bool:
         """Ask the database whether the lock's session lives; False once it is gone.
 
-        Bounded by the client too: a session that does not answer within CHECK_SECONDS is
-        cut, and its locks are then as good as lost.
+        ``also``, a short statement (the lease's renewal), runs first on the same session;
+        if the server refuses or cancels it, ``also_failed`` says why and the lock still
+        counts. Bounded by the client too: a session that does not answer within
+        CHECK_SECONDS is cut, and its locks are then as good as lost.
         """
         with self._mutex:
             if not self._held or self.conn is None or self.conn.closed:
@@ -109,6 +114,8 @@ class RunLock:
             dbwatch.set_bound(self.conn, CHECK_SECONDS)
             try:
                 with self.conn.cursor() as cur:
+                    if also is not None:
+                        self.also_failed = _refused(cur, *also)
                     cur.execute("SELECT 1")
             except psycopg2.Error as exc:
                 self._held = False
@@ -142,3 +149,19 @@ class RunLock:
             self._held = False
         finally:
             self._mutex.release()
+
+
+def _refused(cur, statement: str, params: dict) -> str | None:
+    """Run ``statement``; return why the server refused or cancelled it, or None.
+
+    A lost connection is not a refusal: it propagates, and the lock with it.
+    """
+    try:
+        cur.execute(statement, params)
+    except psycopg2.errors.QueryCanceled as exc:
+        return first_line(exc)
+    except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        raise
+    except psycopg2.Error as exc:
+        return first_line(exc)
+    return None

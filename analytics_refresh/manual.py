@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 
 from rich.console import Console
@@ -22,7 +23,7 @@ from .console import output_console, print_check, print_check_summary
 from .errors import ConfigError
 from .logs import LOGGER_NAME, PlainFormatter, RedactFilter, setup_logging
 from .options import Parser, add_run_options, apply_run_options
-from .outcome import JobRecord, RunResult
+from .outcome import JobRecord, RunResult, decide
 from .process import Command, Process, handle_signals, run_command
 from .runner import execute_run
 from .settings import PLATFORMS, Settings
@@ -211,8 +212,8 @@ class ManualRun:
         verified = sum(1 for c in checks.values() if c.state == "verified")
         no_table = sum(1 for c in checks.values() if c.state == "no_table")
         code = result.exit_code
-        if stale and code == 0:
-            code = 1
+        if stale and result.facts is not None:
+            code = decide(dataclasses.replace(result.facts, stale_caches=len(stale))).exit_code
         counts = result.counts
         parts = [f"{counts['succeeded']} succeeded", f"{counts['failed']} failed"]
         parts += [

@@ -179,6 +179,8 @@ class RunFacts:
     error_note: str | None = None
     # Why the configured change query could not be used (every job then ran), if it failed.
     change_error: str | None = None
+    # Jobs that succeeded but whose cache row was not rewritten (the manual run checks).
+    stale_caches: int = 0
 
 
 def decide(facts: RunFacts) -> Ending:
@@ -189,7 +191,8 @@ def decide(facts: RunFacts) -> Ending:
     4: the record is incomplete); a lost lock (interrupted, 6, even with every job
     started); a stop that kept a job from starting or retrying, or a job not attempted
     (interrupted, 6); a failed job (partial when another succeeded or was skipped, else
-    failed; 1); else succeeded (0), no jobs included. A failed change query changes no code
+    failed; 1); a succeeded job whose cache row was not rewritten (1, the run's status
+    unchanged); else succeeded (0), no jobs included. A failed change query changes no code
     (every job ran) but is the note of a run that has no other.
     """
     counts = Counter(facts.counts)
@@ -214,6 +217,9 @@ def decide(facts: RunFacts) -> Ending:
     if counts["failed"]:
         done = counts["succeeded"] + counts["skipped"] + counts["unchanged"]
         return Ending("partial" if done else "failed", 1, note)
+    if facts.stale_caches:
+        stale = f"{facts.stale_caches} jobs succeeded but their cache row is older than the run"
+        return Ending("succeeded", 1, stale)
     return Ending("succeeded", 0, note)
 
 
@@ -233,6 +239,7 @@ class RunResult:
     changes: Counter = field(default_factory=Counter)  # jobs by CHANGE_KINDS
     # Why the configured change query failed (the run then refreshed every job), or None.
     change_error: str | None = None
+    facts: RunFacts | None = None  # what decided its end, for a caller that learns more
 
     @classmethod
     def ended(cls, run_id: str | None, ending: Ending, **kwargs) -> RunResult:

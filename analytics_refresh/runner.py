@@ -115,16 +115,15 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
     counts = Counter(r.status for r in run.records)
     counts["not_attempted"] += not_started
     counts["unchanged"] = schedule.unchanged
-    ending = decide(
-        RunFacts(
-            counts=counts,
-            stop_reason=stop.reason,
-            cut_short=not_started > 0 or run.cut_short > 0,
-            lock_lost=claim.lost is not None,
-            unrecorded=unrecorded,
-            change_error=schedule.change_error,
-        )
+    facts = RunFacts(
+        counts=counts,
+        stop_reason=stop.reason,
+        cut_short=not_started > 0 or run.cut_short > 0,
+        lock_lost=claim.lost is not None,
+        unrecorded=unrecorded,
+        change_error=schedule.change_error,
     )
+    ending = decide(facts)
     if unrecorded:
         log.error("❌ %s: the record of this run is incomplete (exit 4)", ending.note)
     if not_started:
@@ -152,6 +151,7 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
         retries=run.retries,
         changes=Counter(schedule.kinds.values()),
         change_error=schedule.change_error,
+        facts=facts,
     )
 
 
@@ -171,7 +171,7 @@ def _record_failure(claim: RunClaim, exc: BaseException, settings: Settings) -> 
     try:
         claim.stop_keeping()
         claim.finish(ending, _counts(Counter()))
-    except Exception as error:
+    except Exception as error:  # a bug on the way out: the row is left to the next run
         log.error(
             "❌ Could not record the end of run %s (%s); the next run will mark it abandoned",
             claim.run_id,

@@ -171,9 +171,6 @@ class RunWriter:
         }
         self._execute(lambda cur: cur.execute(sql.INSERT_RUN, params))
 
-    def renew_lease(self) -> None:
-        self._execute(lambda cur: cur.execute(sql.RENEW_LEASE, {"run_id": self.run_id}))
-
     def running_elsewhere(self, query: str = sql.RUNNING_ELSEWHERE) -> list[OtherRun]:
         """Return the rows left ``running`` that no run holding a lock now can own."""
         count = self.shard.partition("/")[2]
