@@ -58,3 +58,9 @@ def test_every_call_on_a_pooled_connection_is_cut_off_in_bound(proxy, db_url):
         assert conn.closed
     finally:
         conn.close()
+
+
+def test_pooled_connections_have_keepalives(silent_app):
+    with silent_app.extensions["dashboard_api"].connection() as conn:
+        params = conn.get_dsn_parameters()
+    assert (params["keepalives"], params["tcp_user_timeout"]) == ("1", "30000")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import psycopg2
+import psycopg2.extensions
 import pytest
 
 from analytics_refresh import db as runner_db
@@ -180,3 +181,15 @@ def test_a_frozen_postgresql_ends_the_run_in_bound_and_the_next_run_is_normal(
     assert any("The database stopped answering" in line for line in log_lines(env))
     backend.default = Answer()
     assert finish(start_run(env), timeout=60) == 0
+
+
+def test_every_connection_has_keepalives_unless_its_url_sets_them(proxy, db_url):
+    url = proxy.url(db_url)
+    conn = runner_db.connect(url)
+    params = conn.get_dsn_parameters()
+    conn.close()
+    assert (params["keepalives"], params["tcp_user_timeout"]) == ("1", "30000")
+    assert params["keepalives_idle"] == "10"
+    own = runner_db.connect(psycopg2.extensions.make_dsn(url, keepalives_idle="77"))
+    assert own.get_dsn_parameters()["keepalives_idle"] == "77"
+    own.close()
