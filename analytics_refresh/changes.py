@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from . import change_query
 from .change_query import ChangeQueryError
 from .clock import Deadline
-from .history import JobRecord
+from .outcome import JobRecord
 from .plan import SOURCE_PLATFORMS, Job, valid_client_id
 from .records import Key, KeyState
 
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 # deadline leaves: the refreshes it decides about need the rest.
 QUERY_SECONDS = 30.0
 QUERY_SHARE = 0.25
-KINDS = ("changed", "unchanged", "due")
 
 
 def read_keys(conn, query: str, deadline: Deadline | None = None) -> dict[Key, str]:

@@ -40,7 +40,6 @@ TOKEN_TTL_SECONDS = 300
 HEALTH_TIMEOUT_SECONDS = 10.0
 NO_CLIENT = str(uuid.UUID(int=0))
 ENDPOINT = "Endpoint accepts a token"
-MARKS = {"ok": ("✓", "green"), "warn": ("⚠", "yellow"), "fail": ("✗", "red"), "skip": ("-", "dim")}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The ``analytics-refresh`` command line; ``main(argv)`` returns the exit code.
 
-Every command goes through ``process.execute``, the one place where exceptions become
+Every command goes through ``process.run_command``, the one place where exceptions become
 exit codes (INTERFACE.md section 4).
 """
 
@@ -14,7 +14,7 @@ import api_key_auth
 from . import __version__
 from .errors import ConfigError
 from .options import Parser, add_run_options, apply_run_options, client_id, platforms
-from .process import Command, execute, handle_signals
+from .process import Command, handle_signals, run_command
 from .settings import PLATFORMS, Settings, flag_type, number
 
 
@@ -271,7 +271,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command], args
 
-    return execute(parse, environ)
+    return run_command(parse, environ)
 
 
 def main_entry() -> None:

@@ -17,22 +17,17 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode
 
 import requests
-import requests.adapters
-import urllib3
-import urllib3.connection
-import urllib3.connectionpool
 import urllib3.exceptions
-import urllib3.util.connection
 
 from . import answers
 from .answers import InvalidAnswer, plain_text
+from .outcome import Failure
 from .plan import Job
 from .retry import RETRYABLE_STATUSES
 from .settings import Settings
 from .transport import AttemptTime, BoundedAdapter, new_session
 
 CONNECT_TIMEOUT_SECONDS = 10.0
-MAX_ERROR_TEXT = answers.MAX_TEXT
 # A dashboard answer is a few MB at most; anything far larger is not one. Decoded bytes.
 MAX_BODY_BYTES = 256 * 2**20
 # Of an error answer only this much is read: its `error` text is cut to 300 characters.
@@ -64,6 +59,7 @@ class Attempt:
     sku_count: int | None = None
     retry_after: float | None = None
     elapsed: float = 0.0
+    failure: Failure | None = None  # why it failed, told here once for every reader
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -175,7 +171,11 @@ class RefreshClient:
         secrets = (token, *self.settings.secrets)
         started = time.monotonic()
         deadline = started + read_timeout
-        timed_out = Attempt(Verdict.RETRY, error=f"timed out after {_seconds(read_timeout)}")
+        timed_out = Attempt(
+            Verdict.RETRY,
+            error=f"timed out after {_seconds(read_timeout)}",
+            failure=Failure.TIMEOUT,
+        )
         with AttemptTime(read_timeout) as guard:
             try:
                 with self.session.send(
@@ -194,23 +194,29 @@ class RefreshClient:
                 attempt = Attempt(
                     Verdict.FAIL,
                     error=f"invalid response (larger than {MAX_BODY_BYTES // 2**20} MiB)",
+                    failure=Failure.INVALID,
                 )
             except requests.exceptions.SSLError as exc:
                 attempt = Attempt(
                     Verdict.FAIL,
                     error=f"TLS verification failed ({_reason(exc, secrets)}); set "
                     "REFRESH_CA_BUNDLE to the CA file that signed the API's certificate",
+                    failure=Failure.CONNECTION,
                 )
             except requests.exceptions.RequestException as exc:
                 if guard.fired or isinstance(exc, requests.exceptions.Timeout):
                     attempt = timed_out
                 elif isinstance(exc, requests.exceptions.ConnectionError):
                     attempt = Attempt(
-                        Verdict.RETRY, error=f"connection failed: {_reason(exc, secrets)}"
+                        Verdict.RETRY,
+                        error=f"connection failed: {_reason(exc, secrets)}",
+                        failure=Failure.CONNECTION,
                     )
                 else:
                     attempt = Attempt(
-                        Verdict.RETRY, error=f"request failed: {_reason(exc, secrets)}"
+                        Verdict.RETRY,
+                        error=f"request failed: {_reason(exc, secrets)}",
+                        failure=Failure.CONNECTION,
                     )
         elapsed = time.monotonic() - started
         return dataclasses.replace(attempt, elapsed=elapsed)
@@ -221,7 +227,9 @@ class RefreshClient:
             try:
                 scan = answers.scan_object(_chunks(response, deadline, MAX_BODY_BYTES))
             except InvalidAnswer as exc:
-                return Attempt(Verdict.FAIL, status, f"invalid response ({exc})")
+                return Attempt(
+                    Verdict.FAIL, status, f"invalid response ({exc})", failure=Failure.INVALID
+                )
             return Attempt(
                 Verdict.SUCCESS,
                 status,
@@ -238,10 +246,11 @@ class RefreshClient:
                 error,
                 detail,
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                failure=Failure.HTTP,
             )
         if status == 401:
-            return Attempt(Verdict.REAUTH, status, error, detail)
-        return Attempt(Verdict.FAIL, status, error, detail)
+            return Attempt(Verdict.REAUTH, status, error, detail, failure=Failure.HTTP)
+        return Attempt(Verdict.FAIL, status, error, detail, failure=Failure.HTTP)
 
 
 # -- the preflight's probes -----------------------------------------------------------------

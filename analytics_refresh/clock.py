@@ -1,4 +1,4 @@
-"""The run's deadline, counted from the process start (INTERFACE.md: REFRESH_DEADLINE)."""
+"""The run's deadline, counted from the process start (REFRESH_DEADLINE)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,6 @@ class Deadline:
 
     def remaining(self) -> float:
         return self.at - time.monotonic()
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
 
     def __str__(self) -> str:
         return f"deadline of {self.seconds:g}s"

@@ -3,7 +3,6 @@ capacity by itself under the ``REFRESH_CONCURRENCY`` ceiling."""
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import math
@@ -13,14 +12,13 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 
 from .client import Attempt, Verdict
+from .latency import MEDIAN_ERROR, Baseline, Window
+from .outcome import Failure
 
 log = logging.getLogger(__name__)
 
 # Answers that mean "too much load": the backend shed the request or gave up on it.
 OVERLOAD_STATUSES = frozenset({429, 503, 504})
-# The standard error of a median of n normal values is this times their MAD / sqrt(n):
-# sqrt(pi / 2) for the median, 1.4826 from the MAD to the standard deviation.
-MEDIAN_ERROR = 1.2533 * 1.4826
 
 
 class FixedLimit:
@@ -46,84 +44,6 @@ class FixedLimit:
         """Note that a job waits for a slot (a fixed limit does not care)."""
 
 
-class _Window:
-    """Requests sent one after another under one limit, judged once all have answered.
-
-    Judging by the time of sending, not of answering, matters: the first answers after a
-    change are the fast ones, and a window closed on them would never see the queue.
-    """
-
-    def __init__(self, epoch: int, size: int):
-        self.epoch = epoch
-        self.size = size
-        self.sent = 0
-        self.answered = 0
-        self.judged: dict[bool, list[float]] = {False: [], True: []}  # keyed by "cold"
-        self.latency_sum = self.expected_sum = 0.0  # judged answers with history
-        self.in_flight_sum = 0
-        self.peak = 0
-        self.blocked = False  # a job waited for a slot while this window was sent
-
-    def send(self, in_flight: int) -> None:
-        self.sent += 1
-        self.in_flight_sum += in_flight
-        self.peak = max(self.peak, in_flight)
-
-    @property
-    def full(self) -> bool:
-        return self.sent >= self.size
-
-    @property
-    def complete(self) -> bool:
-        return self.full and self.answered >= self.sent
-
-    @property
-    def mean_in_flight(self) -> float:
-        return self.in_flight_sum / max(1, self.sent)
-
-
-class _Baseline:
-    """The no-load level of a window statistic.
-
-    The lower of a prior and the median of the last ``HISTORY`` window medians. For judged
-    answers the prior is 0 (ln 1): history says a job takes what it took last time. Recent
-    windows can only lower the level (when history was slower than the backend is now),
-    since a limit hovering at the knee sees a little queue in most windows and would
-    otherwise ratchet its own yardstick up. Only a window run one request at a time, which
-    cannot queue behind itself, may raise it. Cold answers have no prior: their level is
-    the lower quartile of the recent windows' medians.
-    """
-
-    HISTORY = 20
-
-    def __init__(self, prior: float | None = None):
-        self.prior = prior
-        self.recent: collections.deque[float] = collections.deque(maxlen=self.HISTORY)
-        # The spread (median absolute deviation) of recent windows: how noisy answers are.
-        self.spreads: collections.deque[float] = collections.deque(maxlen=self.HISTORY)
-
-    def add(self, median: float) -> None:
-        self.recent.append(median)
-
-    def reset(self, median: float) -> None:
-        if self.prior is not None:
-            self.prior = median
-        self.recent.clear()
-        self.recent.append(median)
-
-    @property
-    def level(self) -> float:
-        if not self.recent:
-            return self.prior or 0.0
-        if self.prior is not None:
-            return min(self.prior, statistics.median(self.recent))
-        if len(self.recent) == 1:
-            return self.recent[0]
-        # No prior to cap it: a low quantile, so a limit hovering over the knee does not
-        # carry its yardstick up with it.
-        return statistics.quantiles(self.recent, n=4)[0]
-
-
 class AdaptiveLimit:
     """A latency-based limit in the manner of TCP Vegas and Netflix's Gradient2.
 
@@ -137,7 +57,7 @@ class AdaptiveLimit:
     have answered (windows sent under an earlier limit are dropped)::
 
         x   = median of ln((latency + F) / (expected + F))      (cold: of ln(latency + F))
-        x0  = the no-load level of x (_Baseline)
+        x0  = the no-load level of x (latency.Baseline)
         e   = the standard error of x (from the window's spread): noise, not a queue
         g   = exp(x0) * sum(expected + F) / sum(latency + F)     1 with no queue, 0.5 when
                                                    half of the time is spent waiting
@@ -195,13 +115,13 @@ class AdaptiveLimit:
         self.slow_start = True
         self.changes = 0
         self._learned: dict[Hashable, float] = {}
-        self._baselines = {False: _Baseline(prior=0.0), True: _Baseline(prior=None)}  # by "cold"
+        self._baselines = {False: Baseline(prior=0.0), True: Baseline(prior=None)}  # by "cold"
         self._ratio = 1.0  # the run's latest latency ratio, for jobs without history
         self._knee: float | None = None  # the limit before the last decrease, or higher
         self._quiet = 0  # quiet windows since the limit last moved
         self._epoch = 0  # counts limit changes
-        self._sending = _Window(self._epoch, self._window_size())
-        self._out: dict[int, tuple[float, Hashable, _Window]] = {}  # ticket: (sent, key, window)
+        self._sending = Window(self._epoch, self._window_size())
+        self._out: dict[int, tuple[float, Hashable, Window]] = {}  # ticket: (sent, key, window)
         self._tickets = itertools.count()
         self._checked_at = -math.inf
         self._mutex = threading.Lock()
@@ -222,7 +142,7 @@ class AdaptiveLimit:
             self._out[ticket] = (self.clock(), key, window)
             window.send(len(self._out))
             if window.full:
-                self._sending = _Window(self._epoch, self._window_size())
+                self._sending = Window(self._epoch, self._window_size())
             return ticket
 
     def observe(self, ticket: object, attempt: Attempt) -> None:
@@ -285,7 +205,7 @@ class AdaptiveLimit:
     def _window_size(self) -> int:
         return max(self.MIN_WINDOW, math.ceil(self._limit / 2))
 
-    def _decide(self, window: _Window) -> None:
+    def _decide(self, window: Window) -> None:
         known, cold = window.judged[False], window.judged[True]
         is_cold = len(cold) > len(known)
         values = cold if is_cold else known
@@ -360,16 +280,14 @@ class AdaptiveLimit:
         self._limit = limit
         # Whatever was sent under the old limit cannot judge the new one.
         self._epoch += 1
-        self._sending = _Window(self._epoch, self._window_size())
+        self._sending = Window(self._epoch, self._window_size())
         if self.limit != before:
             self.changes += 1
             log.debug("Concurrency limit %d -> %d (%s)", before, self.limit, why)
 
 
 def _overloaded(attempt: Attempt) -> bool:
-    if attempt.http_status in OVERLOAD_STATUSES:
-        return True
-    return attempt.http_status is None and (attempt.error or "").startswith("timed out")
+    return attempt.http_status in OVERLOAD_STATUSES or attempt.failure is Failure.TIMEOUT
 
 
 def make_limit(

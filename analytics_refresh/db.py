@@ -43,6 +43,7 @@ NEWEST_COLUMNS = (
     ("refresh_runs", "concurrency_limit"),
     ("refresh_runs", "machine"),
     ("refresh_state", "verified_at"),
+    ("refresh_runs", "lock_pid"),
 )
 CONNECT_TIMEOUT_SECONDS = 10
 # The longest one statement may wait (a lock held elsewhere, a slow disk) when no deadline
@@ -65,7 +66,7 @@ def silence_of(deadline: Deadline | None) -> dbwatch.Silence:
     """Return the silence record shared by the connections of the run with ``deadline``."""
     if deadline is None:
         return dbwatch.Silence()
-    return _SILENCES.setdefault(deadline, dbwatch.Silence(deadline.expired))
+    return _SILENCES.setdefault(deadline, dbwatch.Silence(lambda: deadline.remaining() <= 0))
 
 
 class DatabaseStoppedAnswering(DatabaseError):

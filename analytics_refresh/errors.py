@@ -1,8 +1,9 @@
 """The exceptions the runner raises on purpose, each carrying its exit code.
 
-``exit_code()`` is the one mapping from any exception to the process's exit code
-(INTERFACE.md section 4); ``process.execute`` applies it for every command. The docstring
-of each class is its default message; a driver's own exception is kept as ``__cause__``.
+``exit_code()`` is the one mapping from any exception to the process's exit code;
+``process.run_command`` applies it for every command, and ``outcome.decide`` turns it into
+a run's status. The docstring of each class is its default message; a driver's own
+exception is kept as ``__cause__``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Heartbeat pings, the healthchecks.io protocol: ``/start`` when a run holds the lock and
 ``/<exit code>`` when the process ends, with the last lines of its log as the body.
 
-The exit code pinged is the one the process exits with (``process.execute`` sends it), so a
+The exit code pinged is the one the process exits with (``process.run_command`` sends it), so a
 run that could not even read its settings (3) or reach its database (4) is reported too. A
 ping never changes the outcome: a failure is a warning in the log.
 """

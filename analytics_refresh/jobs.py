@@ -1,4 +1,8 @@
-"""Executing the jobs of a run: retries, the deadline, stop requests, the record of each."""
+"""Doing the jobs of a run: retries, the concurrency limit, and the record of each.
+
+Whether a job or a retry may start is the gate's answer (gate.py); how each ended is
+queued on the run's claim, which writes it.
+"""
 
 from __future__ import annotations
 
@@ -7,61 +11,60 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import api_key_auth
 
+from .claim import RunClaim
 from .client import Attempt, RefreshClient, Verdict
 from .clock import Deadline
 from .concurrency import AdaptiveLimit
-from .history import History, JobRecord
-from .keeper import Keeper
+from .gate import MIN_REQUEST_SECONDS, may_start, time_to_retry
 from .ordering import JobQueue
+from .outcome import Failure, JobRecord
 from .plan import Job
 from .retry import RetryPolicy
+from .settings import Settings
 from .stop import StopRequest
 
 log = logging.getLogger(__name__)
 
 TOKEN_TTL_SECONDS = 10 * 60
-# A request may start with less time than this before the deadline: it would only time out.
-MIN_REQUEST_SECONDS = 1.0
-# How often the dispatcher looks at the stop flag, the deadline and the lock while it waits
-# for a free slot; an adaptive limit also looks at the requests still out that often.
+# How often the dispatcher looks at the gate while it waits for a free slot; an adaptive
+# limit also looks at the requests still out that often.
 POLL_SECONDS = 0.5
 ADAPTIVE_POLL_SECONDS = 0.05
 # What the limiter is told when a request raised instead of answering.
-NO_ANSWER = Attempt(Verdict.FAIL, error="internal error")
-
-
-@dataclass
-class RunParts:
-    """The collaborators of one run, built in one place (runner.py) and passed in."""
-
-    client: RefreshClient
-    policy: RetryPolicy
-    limiter: object  # concurrency.FixedLimit | concurrency.AdaptiveLimit
-    history: History
-    keeper: Keeper
-    stop: StopRequest
-    deadline: Deadline
-    secret: str
-    timeout: float
-    concurrency: int
-    expected: Mapping[Job, float] = field(default_factory=dict)
-    # The change key each job's data had when the run began, stored with its success.
-    change_keys: Mapping[Job, str] = field(default_factory=dict)
-    on_job_done: Callable[[JobRecord], None] | None = None
+NO_ANSWER = Attempt(Verdict.FAIL, error="internal error", failure=Failure.INTERNAL)
 
 
 class JobRunner:
     """State shared by the dispatcher and the worker threads of one run."""
 
-    def __init__(self, parts: RunParts):
-        self.parts = parts
-        self.limiter = parts.limiter
-        self.stop = parts.stop
-        self.deadline = parts.deadline
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        claim: RunClaim,
+        client: RefreshClient,
+        limiter,  # concurrency.FixedLimit | concurrency.AdaptiveLimit
+        stop: StopRequest,
+        deadline: Deadline,
+        secret: str,
+        change_keys: Mapping[Job, str] | None = None,
+        on_job_done: Callable[[JobRecord], None] | None = None,
+    ):
+        self.claim = claim
+        self.client = client
+        self.policy = RetryPolicy(max_attempts=settings.max_attempts)
+        self.timeout = settings.timeout
+        self.concurrency = settings.concurrency
+        self.secret = secret
+        # The change key each job's data had when the run began, stored with its success.
+        self.change_keys = change_keys or {}
+        self.on_job_done = on_job_done
+        self.limiter = limiter
+        self.stop = stop
+        self.deadline = deadline
         adaptive = isinstance(self.limiter, AdaptiveLimit)
         self.poll_seconds = ADAPTIVE_POLL_SECONDS if adaptive else POLL_SECONDS
         self.records: list[JobRecord] = []
@@ -73,24 +76,16 @@ class JobRunner:
         self._active = 0  # jobs in flight
         self._front = 0  # of which from the front of the order (ordering.JobQueue)
 
-    # -- when to stop --------------------------------------------------------------------
-    def stop_reason(self) -> str | None:
-        """Return why no new job may start, or None while jobs may start."""
-        if self.stop.is_set():
-            return self.stop.reason
-        if self.deadline.remaining() < MIN_REQUEST_SECONDS:
-            self.stop.request(f"{self.deadline} reached")
-        elif not self.parts.keeper.check_lock():
-            pass  # the keeper has set the stop request
-        return self.stop.reason if self.stop.is_set() else None
+    def may_start(self) -> bool:
+        return may_start(self.stop, self.deadline, self.claim)
 
     # -- one job --------------------------------------------------------------------------
     def mint(self, job: Job) -> str:
         return api_key_auth.mint_client_token(
-            job.client_id, self.parts.secret, ttl_seconds=TOKEN_TTL_SECONDS
+            job.client_id, self.secret, ttl_seconds=TOKEN_TTL_SECONDS
         )
 
-    def execute(self, job: Job) -> JobRecord:
+    def run_job(self, job: Job) -> JobRecord:
         """Refresh one job with retries; never raises."""
         started = time.monotonic()
         attempts, reminted = 0, False
@@ -99,9 +94,7 @@ class JobRunner:
             token = self.mint(job)
             while True:
                 attempts += 1
-                timeout = max(
-                    MIN_REQUEST_SECONDS, min(self.parts.timeout, self.deadline.remaining())
-                )
+                timeout = max(MIN_REQUEST_SECONDS, min(self.timeout, self.deadline.remaining()))
                 attempt = self.request(job, token, timeout)
                 if attempt.verdict is Verdict.SUCCESS:
                     return self.finish(job, "succeeded", attempts, started, attempt, earlier)
@@ -111,16 +104,14 @@ class JobRunner:
                     earlier.append(attempt.error or "HTTP 401")
                     self.count_retry()
                     continue
-                if attempt.verdict is not Verdict.RETRY or not self.parts.policy.should_retry(
-                    attempts
-                ):
+                if attempt.verdict is not Verdict.RETRY or not self.policy.should_retry(attempts):
                     return self.finish(job, "failed", attempts, started, attempt, earlier)
-                delay = self.parts.policy.delay(attempts, attempt.retry_after)
-                if delay > self.deadline.remaining() - MIN_REQUEST_SECONDS:
+                delay = self.policy.delay(attempts, attempt.retry_after)
+                if not time_to_retry(self.deadline, delay):
                     note = "no time left before the deadline to retry"
                     return self.finish(job, "failed", attempts, started, attempt, earlier, note)
                 # A stop request (a signal, a lost lock) ends the wait and the job at once.
-                if self.stop.wait(delay) or self.stop_reason() is not None:
+                if self.stop.wait(delay) or not self.may_start():
                     with self._mutex:
                         self.cut_short += 1
                     note = f"not retried: {self.stop.reason}"
@@ -129,7 +120,8 @@ class JobRunner:
                 self.count_retry()
         except Exception as exc:  # a bug must cost one job, never the run
             log.exception("Unexpected error refreshing %s", job)
-            failure = Attempt(Verdict.FAIL, error=f"internal error: {type(exc).__name__}")
+            error = f"internal error: {type(exc).__name__}"
+            failure = Attempt(Verdict.FAIL, error=error, failure=Failure.INTERNAL)
             return self.finish(job, "failed", attempts, started, failure, earlier)
 
     def request(self, job: Job, token: str, timeout: float) -> Attempt:
@@ -138,7 +130,7 @@ class JobRunner:
         ticket = self.limiter.begin(job)
         attempt = NO_ANSWER
         try:
-            attempt = self.parts.client.refresh(job, token, timeout)
+            attempt = self.client.refresh(job, token, timeout)
         finally:
             self.limiter.observe(ticket, attempt)
         if self.limiter.limit > limit:
@@ -173,8 +165,9 @@ class JobRunner:
             attempt.platform_count,
             attempt.sku_count,
             error,
-            change_key=self.parts.change_keys.get(job),
+            change_key=self.change_keys.get(job),
             retried_after=tuple(earlier),
+            failure=None if status == "succeeded" else attempt.failure,
         )
         after = f" after {', '.join(_summarise(earlier))}" if earlier else ""
         if status == "succeeded":
@@ -206,22 +199,22 @@ class JobRunner:
         return record
 
     def save(self, record: JobRecord) -> None:
-        self.parts.history.record_job(record)
+        self.claim.queue_record(record)
         with self._mutex:
             self.records.append(record)
         self._tell(record)
 
     def _tell(self, record: JobRecord) -> None:
         """Tell the caller (a progress bar) a job ended; its failure is never the job's."""
-        if self.parts.on_job_done is not None:
+        if self.on_job_done is not None:
             try:
-                self.parts.on_job_done(record)
+                self.on_job_done(record)
             except Exception:
                 log.exception("The progress callback failed for %s", record.job)
 
     # -- the run --------------------------------------------------------------------------
-    def record_skipped(self, records: Sequence[JobRecord]) -> None:
-        """Log and count skipped jobs (their rows are written with the plan)."""
+    def count_skipped(self, records: Sequence[JobRecord]) -> None:
+        """Log and count skipped jobs (their rows are queued with the plan)."""
         for record in records:
             log.info("⏭ SKIPPED - %s: %s", record.job, record.error, extra=record.log_fields())
             with self._mutex:
@@ -231,9 +224,7 @@ class JobRunner:
     def dispatch(self, jobs: Sequence[Job]) -> int:
         """Run ``jobs`` in order within the concurrency limit; return how many never started."""
         queue = JobQueue(jobs)
-        with ThreadPoolExecutor(
-            max_workers=self.parts.concurrency, thread_name_prefix="refresh"
-        ) as pool:
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="refresh") as pool:
             while queue:
                 with self._slots:
                     # The limit may fall below the jobs in flight: wait until enough finish.
@@ -245,7 +236,7 @@ class JobRunner:
                         self.limiter.blocked()
                         self._slots.wait(self.poll_seconds)
                         self.limiter.check()
-                if self.stop_reason() is not None:
+                if not self.may_start():
                     break
                 with self._slots:
                     job, front = queue.take(self._front, self.limiter.limit)
@@ -271,7 +262,7 @@ class JobRunner:
 
     def _run_one(self, job: Job, front: bool) -> None:
         try:
-            self.execute(job)
+            self.run_job(job)
         finally:
             with self._slots:
                 self._active -= 1

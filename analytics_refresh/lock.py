@@ -3,7 +3,7 @@
 The locks live as long as their database session, on a connection of their own that
 nothing else uses. A killed run therefore never leaves a stale lock behind: PostgreSQL
 drops it with the session. The flip side is that losing that session loses the lock, so
-the runner checks it before starting each job.
+the run's claim (claim.py) checks it every second, and no job starts once it is lost.
 
 Unsharded and sharded runs exclude each other too. An unsharded run holds the global key
 exclusively. A sharded run holds the global key shared, so shards run side by side but
@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 
 import psycopg2
 
+from .cutoff import bounded, cut
 from .db import boundary, connect
 from .settings import Shard
 
-CHECK_INTERVAL_SECONDS = 1.0
-# The lock's statements are instant; one that takes longer means the database stopped
-# answering, and the run should know within seconds, not when its deadline comes.
-STATEMENT_SECONDS = 5.0
+# The longest a check of the lock's session may wait for the database.
+CHECK_SECONDS = 5.0
 # The first half of the two-key advisory locks that say which shard count is running.
 LAYOUT_CLASS = 0x41524653
 
@@ -58,20 +56,21 @@ class RunLock:
         self.deadline = deadline
         self.shard = shard
         self.conn = None
-        self._checked_at = 0.0
+        self.backend_pid: int | None = None  # the lock session's server process
+        self.silent = False  # the lock was lost because the database stopped answering
         self._held = False
         self._mutex = threading.Lock()
 
     def acquire(self) -> bool:
+        """Try to take the locks, without waiting; return whether this run holds them."""
+        self.release()
         self.conn = connect(
-            self.url,
-            application_name="analytics-refresh lock",
-            deadline=self.deadline,
-            statement_ceiling=STATEMENT_SECONDS,
+            self.url, application_name="analytics-refresh lock", deadline=self.deadline
         )
         with boundary(self.url), self.conn.cursor() as cur:
             self._held = self._try(cur)
-        self._checked_at = time.monotonic()
+            cur.execute("SELECT pg_backend_pid()")
+            self.backend_pid = cur.fetchone()[0]
         if not self._held:
             self.release()
         return self._held
@@ -91,31 +90,48 @@ class RunLock:
             return False
         return granted(TRY_EXCLUSIVE, lock_key(self.shard))
 
-    def still_held(self, *, now: bool = False) -> bool:
-        """Return False once the lock's session is gone (asked of the database at most once
-        a second, or at once with ``now``)."""
+    def still_held(self) -> bool:
+        """Ask the database whether the lock's session lives; False once it is gone.
+
+        Bounded by the client too: a session that does not answer within CHECK_SECONDS is
+        cut, and its locks are then as good as lost.
+        """
         with self._mutex:
             if not self._held or self.conn is None or self.conn.closed:
                 self._held = False
                 return False
-            if not now and time.monotonic() - self._checked_at < CHECK_INTERVAL_SECONDS:
-                return True
-            try:
-                with self.conn.cursor() as cur:
-                    cur.execute("SELECT 1")
-            except psycopg2.Error:
-                self._held = False
-                return False
-            self._checked_at = time.monotonic()
-            return True
-
-    def release(self) -> None:
-        with self._mutex:
-            if self.conn is not None and not self.conn.closed:
+            with bounded(self.conn, CHECK_SECONDS) as cutoff:
                 try:
                     with self.conn.cursor() as cur:
+                        cur.execute("SELECT 1")
+                except psycopg2.Error:
+                    self._held = False
+                    self.silent = cutoff.fired
+                    return False
+            return True
+
+    def cut(self) -> None:
+        """Shut the lock session's socket: its locks end with it, and nothing waits."""
+        if self.conn is not None:
+            cut(self.conn)
+        self._held = False
+
+    def release(self) -> None:
+        """Release every lock and close the session; bounded, as a check may be waiting."""
+        if not self._mutex.acquire(timeout=CHECK_SECONDS + 1):
+            conn = self.conn
+            if conn is not None:
+                cut(conn)  # the session ends, and the locks with it
+            self._held = False
+            return
+        try:
+            if self.conn is not None and not self.conn.closed:
+                try:
+                    with bounded(self.conn, CHECK_SECONDS), self.conn.cursor() as cur:
                         cur.execute("SELECT pg_advisory_unlock_all()")
                 except psycopg2.Error:
                     pass  # the session is gone, and the locks with it
                 self.conn.close()
             self._held = False
+        finally:
+            self._mutex.release()

@@ -260,11 +260,6 @@ def _add(logger: logging.Logger, handler: logging.Handler) -> None:
     logger.addHandler(handler)
 
 
-def is_configured() -> bool:
-    """Return whether ``setup_logging`` has run in this process (and not been undone)."""
-    return any(getattr(h, "set_up_here", False) for h in logging.getLogger(LOGGER_NAME).handlers)
-
-
 def writes_stderr() -> bool:
     """Return whether the log already shows on stderr (so a message need not be repeated)."""
     return any(

@@ -2,9 +2,7 @@
 
 Preflight checklist, then a real run through the same code as cron (trigger ``manual``,
 heartbeat and metrics included) with a progress bar on a terminal and the log's plain lines
-otherwise, then a check of each refreshed cache row, then a summary table. A cache row
-counts as verified when ``"<client_id>_cached_responses"`` holds a row of the job's platform
-computed at or after the run started (by the database's clock).
+otherwise, then a check of each refreshed cache row (cache_check.py), then a summary table.
 """
 
 from __future__ import annotations
@@ -12,39 +10,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timezone
 
-from psycopg2.sql import SQL, Identifier
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from . import db
-from . import statements as sql
+from .cache_check import cache_text, verify
 from .check import ENDPOINT, Preflight, invalid_settings
 from .console import output_console, print_check, print_check_summary
-from .errors import ConfigError, LockHeld, first_line
-from .history import JobRecord
+from .errors import ConfigError, LockHeld
 from .logs import LOGGER_NAME, PlainFormatter, RedactFilter, setup_logging
 from .options import Parser, add_run_options, apply_run_options
-from .process import Command, Process, execute, handle_signals
-from .runner import RunResult, execute_run
+from .outcome import JobRecord, RunResult
+from .process import Command, Process, handle_signals, run_command
+from .runner import execute_run
 from .settings import PLATFORMS, Settings
 
 # Past this many jobs the summary lists the problems first and leaves out good rows.
 SUMMARY_ROWS = 200
 STATUS_STYLES = {"succeeded": "green", "skipped": "dim"}
 LEVEL_STYLES = {logging.WARNING: "yellow", logging.ERROR: "red", logging.CRITICAL: "red"}
-
-
-@dataclass(frozen=True)
-class CacheCheck:
-    """Whether a job's cache row was rewritten by this run."""
-
-    state: str  # verified | stale | no_table | error
-    detail: str = ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +55,7 @@ def main(argv=None, environ=None) -> int:
         args = build_parser().parse_args(argv)
         return MANUAL, args
 
-    return execute(parse, environ)
+    return run_command(parse, environ)
 
 
 def _configure(settings: Settings, args) -> Settings:
@@ -130,7 +116,7 @@ class ManualRun:
         if self.settings.dry_run:
             self.console.print(f"Dry run: {result.counts['planned']} jobs planned, none called.")
             return result.exit_code
-        checks = self.verify(result)
+        checks = verify(self.settings, result)
         self.summary(result, checks)
         return self.conclude(result, checks)
 
@@ -177,26 +163,6 @@ class ManualRun:
         finally:
             if echo is not None:
                 logger.removeHandler(echo)
-
-    # -- cache verification -----------------------------------------------------------------
-    def verify(self, result: RunResult) -> dict[tuple[str, str], CacheCheck]:
-        """Check the cache row of every successful job against the run's start."""
-        done = [r for r in result.records if r.status == "succeeded"]
-        if not done or result.run_id is None:
-            return {}
-        by_client: dict[str, list[str]] = {}
-        for record in done:
-            by_client.setdefault(record.job.client_id, []).append(record.job.platform)
-        checks: dict[tuple[str, str], CacheCheck] = {}
-        with db.connection(db.database_url(self.settings)) as conn, conn.cursor() as cur:
-            cur.execute(sql.RUN_STARTED, (result.run_id,))
-            # The earlier of the database's and this host's clock: the API stamps rows with
-            # its own clock, and a skew of seconds must not make a fresh row look old.
-            since = min(cur.fetchone()[0], datetime.fromtimestamp(result.started_at, timezone.utc))
-            for client_id, platforms in by_client.items():
-                for platform, check in cache_checks(cur, client_id, platforms, since).items():
-                    checks[(client_id, platform)] = check
-        return checks
 
     # -- output -----------------------------------------------------------------------------
     def summary(self, result: RunResult, checks: dict) -> None:
@@ -272,41 +238,6 @@ class ManualRun:
                 soft_wrap=True,
             )
         return code
-
-
-def cache_checks(cur, client_id: str, platforms: list[str], since: datetime) -> dict:
-    """Return {platform: CacheCheck}: has a row of each platform been computed since ``since``?"""
-    table = Identifier(f"{client_id}_cached_responses")
-    cur.execute(sql.TABLE_EXISTS, (table.as_string(cur),))
-    if not cur.fetchone()[0]:
-        return dict.fromkeys(platforms, CacheCheck("no_table", "no cache table"))
-    try:
-        query = SQL(sql.NEWEST_CACHE_ROWS).format(table=table)
-        cur.execute(query, {"since": since, "platforms": platforms})
-        rows = {platform: (fresh, newest) for platform, fresh, newest in cur.fetchall()}
-    except Exception as exc:  # a cache table of another shape: say so, check the rest
-        reason = first_line(exc)
-        return dict.fromkeys(platforms, CacheCheck("error", f"cannot read: {reason}"))
-    checks = {}
-    for platform in platforms:
-        fresh, newest = rows.get(platform, (None, None))
-        if fresh is not None:
-            checks[platform] = CacheCheck("verified", f"{fresh.astimezone():%H:%M:%S}")
-        elif newest is None:
-            checks[platform] = CacheCheck("stale", f"no {platform} row")
-        else:
-            checks[platform] = CacheCheck("stale", f"newest {newest.astimezone():%Y-%m-%d %H:%M}")
-    return checks
-
-
-def cache_text(check: CacheCheck | None) -> Text:
-    if check is None:
-        return Text("-")
-    if check.state == "verified":
-        return Text(f"✓ {check.detail}", style="green")
-    if check.state == "stale":
-        return Text(f"✗ {check.detail}", style="red")
-    return Text(check.detail, style="yellow")
 
 
 class ConsoleLog(logging.Handler):

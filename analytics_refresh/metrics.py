@@ -19,14 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from . import db, monitor_http, records
 from .errors import first_line
-from .runner import RunResult
+from .outcome import CHANGE_KINDS, JOB_STATUSES, RunResult
 from .settings import Settings
 from .urls import public_host
 
 log = logging.getLogger(__name__)
 
-JOB_STATUSES = ("succeeded", "failed", "not_attempted", "skipped")
-CHANGE_KINDS = ("changed", "unchanged", "due")
 PREFIX = "analytics_refresh_"
 LAST_SUCCESS = PREFIX + "last_success_timestamp_seconds"
 CLIENT_LAST_SUCCESS = PREFIX + "client_last_success_timestamp_seconds"
@@ -36,7 +34,8 @@ PUSH_TIMEOUT_SECONDS = 5.0
 
 
 def shard_label(settings: Settings) -> str:
-    return str(settings.shard) if settings.shard else "none"
+    """The run's shard as a label: the history's, or "none" (a label cannot be empty)."""
+    return settings.shard_label or "none"
 
 
 def metrics_path(settings: Settings) -> Path | None:
@@ -127,7 +126,7 @@ def publish(settings: Settings, result: RunResult) -> None:
         return
     known = None
     # Exit 4: the database was unreachable moments ago; do not wait on it a second time.
-    if result.exit_code != 4:
+    if not result.database_failed:
         try:
             known = _from_database(settings)
         except Exception as exc:

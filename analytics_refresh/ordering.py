@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 from . import changes, records
 from .clock import Deadline
-from .history import JobRecord
+from .outcome import JobRecord
 from .plan import Job, Plan
 from .records import Key, KeyState
 from .settings import Settings

@@ -1,7 +1,7 @@
 """The one way through a command: exceptions become exit codes here and nowhere else.
 
 ``execute`` reads the environment and the settings, runs the command, turns whatever
-escapes it into the exit code of INTERFACE.md section 4 (``errors.exit_code``), says what
+escapes it into the process's exit code (``errors.exit_code``), says what
 went wrong on stderr and in the log file, and tells the heartbeat the very code the
 process exits with. Every entry point (the CLI, the cron script, the manual run) uses it.
 """
@@ -23,7 +23,7 @@ from .clock import Deadline
 from .errors import ConfigError, LockHeld, RefreshError, exit_code
 from .heartbeat import Heartbeat, LogTail
 from .logs import get_logger, redact, setup_logging, writes_stderr
-from .runner import Hooks, RunResult
+from .outcome import Hooks, RunFacts, RunResult, decide
 from .settings import (
     Settings,
     given_environment,
@@ -62,6 +62,7 @@ class Process:
         self.tail: LogTail | None = None
         self.run_id: str | None = None
         self.result: RunResult | None = None
+        self.error: BaseException | None = None  # what ended the command, if it raised
         self.logging_ready = False  # this command's own logging is set up
         self._tail_attached = contextlib.ExitStack()
 
@@ -78,13 +79,15 @@ class Process:
 
         return Hooks(on_started=started, on_job_done=on_job_done)
 
-    def monitor(self, settings: Settings) -> None:
-        """Set up what watches a run: the heartbeat and the log tail it sends."""
-        if settings.dry_run:
-            return
-        if settings.healthcheck_url:
-            self.heartbeat = Heartbeat(settings.healthcheck_url)
-        self.tail = self._tail_attached.enter_context(LogTail.attached(settings.secrets))
+    def monitor(self, url: str | None, secrets: tuple[str, ...], *, attach: bool = True) -> None:
+        """Set up what watches a run: the heartbeat (when ``url``) and the log tail it sends
+        (``attach``: fed by the log; else by the caller)."""
+        if url:
+            self.heartbeat = Heartbeat(url)
+        if attach:
+            self.tail = self._tail_attached.enter_context(LogTail.attached(secrets))
+        else:
+            self.tail = LogTail(secrets)
 
     # -- the way out ------------------------------------------------------------------------
     def report(self, exc: BaseException, code: int) -> None:
@@ -117,8 +120,7 @@ class Process:
         if self.command.run and self.heartbeat is None and self.settings is None:
             url = partial(self.environ, "HEALTHCHECK_URL")
             if url:
-                self.heartbeat = Heartbeat(url)
-                self.tail = LogTail(raw_secrets(self.environ))
+                self.monitor(url, raw_secrets(self.environ), attach=False)
                 for warning in unknown_variables(self.environ):
                     self.tail.lines.append(f"warning: {warning}")
                 self.tail.lines.append(f"error (exit {code}): {message}")
@@ -133,12 +135,17 @@ class Process:
             setup_logging(fallback)
             self.logging_ready = True
 
+    def _ending(self, code: int):
+        """How a run that left no result ended, by the code it exits with."""
+        note = None if self.error is None else type(self.error).__name__
+        return decide(RunFacts(error_code=code, error_note=note))
+
     def finish(self, code: int) -> None:
         """Publish the run's metrics and tell the heartbeat the exit code; never raise."""
         settings = self.settings
         try:
             if self.command.run and settings is not None and not settings.dry_run:
-                result = self.result or RunResult(self.run_id, "failed", code)
+                result = self.result or RunResult.ended(self.run_id, self._ending(code))
                 if not result.finished_at:
                     result.started_at = time.time() - (time.monotonic() - self.started)
                     result.finished_at = time.time()
@@ -156,7 +163,7 @@ class Process:
             self._tail_attached.close()
 
 
-def execute(
+def run_command(
     parse: Callable[[], tuple[Command, object]], environ: Mapping[str, str] | None = None
 ) -> int:
     """Parse the command line, run its command and return the process's exit code.
@@ -179,12 +186,13 @@ def execute(
             setup_logging(proc.settings)
             proc.logging_ready = True
         _warn(proc.settings.warnings, proc.logging_ready)
-        if command.run:
-            proc.monitor(proc.settings)
+        if command.run and not proc.settings.dry_run:
+            proc.monitor(proc.settings.healthcheck_url, proc.settings.secrets)
         code = command.function(args, proc.settings, proc)
     except SystemExit as exc:  # --help or --version: argparse has printed it
         code = exit_code(exc)
     except BaseException as exc:  # every way out gets its code, a report and a ping
+        proc.error = exc
         code = exit_code(exc)
         proc.report(exc, code)
     finally:
@@ -226,7 +234,8 @@ def handle_signals(stop: StopRequest):
         if stop.is_set() and (stop.reason or "").startswith("received "):
             log.error("Received %s again: exiting now; the next run marks this one abandoned", name)
             logging.shutdown()
-            os._exit(6)
+            forced = RunFacts(stop_reason=f"received {name} again", cut_short=True)
+            os._exit(decide(forced).exit_code)
         log.warning("Received %s: no new job starts; jobs in flight finish", name)
         stop.request(f"received {name}")
 

@@ -14,38 +14,12 @@ from datetime import datetime
 
 from . import db
 from . import statements as sql
+from .outcome import KeyState
 from .plan import SOURCE_PLATFORMS, Job, build_plan, stream_connected, valid_client_id
 from .settings import PLATFORMS, Settings
 
 # A key failing this many runs in a row is "failing repeatedly" (status, metrics, alerts).
 FAILING_STREAK = 3
-
-
-# Slotted, not frozen: a status of 300,000 keys builds 600,000 of these and a frozen
-# dataclass costs six times as much to build.
-@dataclass(slots=True)
-class KeyState:
-    """What the record knows of one client x platform."""
-
-    client_id: str
-    platform: str
-    last_attempt_at: datetime | None = None
-    last_status: str | None = None
-    last_error: str | None = None
-    last_http_status: int | None = None
-    consecutive_failures: int = 0
-    last_success_at: datetime | None = None
-    last_duration_ms: int | None = None
-    change_key: str | None = None
-    changed_at: datetime | None = None
-    verified_at: datetime | None = None  # refreshed, or confirmed unchanged, at this time
-    success_planned_at: datetime | None = None  # when the run of the last success started
-
-    @property
-    def current_at(self) -> datetime | None:
-        """When the cache was last known current: its last success or a later check."""
-        times = [t for t in (self.last_success_at, self.verified_at) if t is not None]
-        return max(times) if times else None
 
 
 Key = tuple[str, str]

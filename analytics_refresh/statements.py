@@ -45,10 +45,11 @@ CREDENTIAL_STATUSES = """
 # -- a run's record -------------------------------------------------------------------------
 INSERT_RUN = """
     INSERT INTO refresh_runs (run_id, trigger, host, shard, pid, machine, status, exit_code,
-                              note, heartbeat_at, finished_at)
+                              note, heartbeat_at, finished_at, lease_seconds, lock_pid)
     VALUES (%(run_id)s, %(trigger)s, %(host)s, %(shard)s, %(pid)s, %(machine)s, %(status)s,
             %(exit_code)s, %(note)s, now(),
-            CASE WHEN %(status)s = 'running' THEN NULL ELSE now() END)
+            CASE WHEN %(status)s = 'running' THEN NULL ELSE now() END,
+            %(lease_seconds)s, %(lock_pid)s)
     ON CONFLICT (run_id) DO NOTHING
 """
 RENEW_LEASE = """
@@ -56,14 +57,38 @@ RENEW_LEASE = """
 """
 # Rows left 'running' that this run's lock says cannot belong to a run holding a lock now:
 # an unsharded run holds every lock's ground; a shard's run knows its own shard and every
-# other shard count are not running (lock.py). Their lease tells alive from dead.
+# other shard count are not running (lock.py). Their lease tells alive from dead, each
+# judged by the length it promised (lease_seconds).
 RUNNING_ELSEWHERE = """
     SELECT run_id::text, host, pid,
-           extract(epoch FROM now() - coalesce(heartbeat_at, started_at))::float8, machine
+           extract(epoch FROM now() - coalesce(heartbeat_at, started_at))::float8, machine,
+           lease_seconds, lock_pid
     FROM refresh_runs
     WHERE status = 'running' AND run_id <> %(run_id)s
       AND (%(shard)s = '' OR shard = %(shard)s OR split_part(shard, '/', 2) <> %(count)s)
 """
+# Rows left 'running' whose lock session still lives and holds advisory locks: the runs
+# that may be what keeps this run's lock from it (the lock, not the row, says which ground
+# it covers, so every shard and layout is a candidate).
+LOCK_HOLDERS = """
+    SELECT r.run_id::text, r.host, r.pid,
+           extract(epoch FROM now() - coalesce(r.heartbeat_at, r.started_at))::float8,
+           r.machine, r.lease_seconds, r.lock_pid
+    FROM refresh_runs AS r
+    JOIN pg_stat_activity AS a ON a.pid = r.lock_pid AND a.datname = current_database()
+         AND a.application_name = 'analytics-refresh lock'
+    WHERE r.status = 'running' AND r.run_id <> %(run_id)s
+      AND EXISTS (SELECT 1 FROM pg_locks AS l
+                  WHERE l.pid = r.lock_pid AND l.locktype = 'advisory' AND l.granted)
+"""
+# Who this run connects as, and who owns a session: what pg_terminate_backend allows.
+SESSION_ROLES = """
+    SELECT current_user::text, a.usename::text,
+           (SELECT rolsuper FROM pg_roles WHERE rolname = a.usename)
+    FROM pg_stat_activity AS a WHERE a.pid = %s
+"""
+TERMINATE = "SELECT pg_terminate_backend(%s)"
+BACKEND_ALIVE = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %s)"
 MARK_ABANDONED = """
     UPDATE refresh_runs SET status = 'abandoned', finished_at = now(), note = %(note)s
     WHERE run_id = %(run_id)s AND status = 'running'

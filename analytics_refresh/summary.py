@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from .history import JobRecord
+from .outcome import Failure, JobRecord
 from .settings import Settings
 from .urls import display_url
 
@@ -35,24 +35,25 @@ def summarise_failures(job_records: list[JobRecord], settings: Settings) -> None
     attempted = [r for r in job_records if r.status in ("failed", "succeeded")]
     if len(failed) < 2 or len(failed) != len(attempted):
         return
-    reasons = {(r.error or "").split(";")[0] for r in failed}
-    if len(reasons) != 1:
+    # The same kind of failure, and for an HTTP error the same status.
+    ways = {(r.failure, r.http_status if r.failure is Failure.HTTP else None) for r in failed}
+    if len(ways) != 1:
         return
-    reason = reasons.pop()
-    if reason.startswith(("connection failed", "timed out")):
+    failure, status = ways.pop()
+    if failure in (Failure.CONNECTION, Failure.TIMEOUT):
         fix = (
             "start the dashboard API or correct ANALYTICS_API_URL; `analytics-refresh check` "
             "probes it"
         )
-    elif reason.startswith("HTTP 401") or reason.startswith("HTTP 403"):
+    elif status in (401, 403):
         fix = "the runner and the API must share API_SECRET_KEY; `analytics-refresh check`"
-    elif reason.startswith("HTTP 404"):
+    elif status == 404:
         fix = f"check ANALYTICS_ENDPOINT (now {settings.endpoint})"
     else:
         fix = "see the API's log; `analytics-refresh check` probes it"
     log.error(
         "❌ Every job failed the same way (%s) calling %s: %s",
-        reason,
+        (failed[0].error or "").split(";")[0],
         display_url(settings.endpoint_url),
         fix,
     )

@@ -32,11 +32,6 @@ def plain(text: str, limit: int | None = None) -> str:
     return text
 
 
-def plain_bytes(data: bytes, limit: int | None = None) -> str:
-    """Decode bytes of unknown encoding as UTF-8 where valid, then make them plain."""
-    return plain(data.decode("utf-8", errors="backslashreplace"), limit)
-
-
 INT4_MAX = 2**31 - 1
 
 

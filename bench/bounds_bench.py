@@ -40,7 +40,7 @@ import bench_db  # noqa: E402
 
 from analytics_refresh import heartbeat  # noqa: E402
 from tests.backend import Answer, Backend  # noqa: E402
-from tests.faults.proxy import SilentProxy  # noqa: E402
+from tests.silent_proxy import SilentProxy  # noqa: E402
 
 SECRET = "bounds-secret-key-that-is-long-enough-0123456789"  # noqa: S105 - a test key
 COMMAND = "python bench/bounds_bench.py"
@@ -97,11 +97,11 @@ def stopped_answering_logged(logs: Path) -> bool:
 def silent_scenarios(server: str, backend: Backend, work: Path, deadline: int) -> list[str]:
     url = bench_db.create_database(server, "bounds_bench")
     bench_db.seed_clients(url, CLIENTS, ("shopify",))
-    proxy = SilentProxy(server).start()
+    proxy = SilentProxy(url).start()
     lines = []
     try:
         logs = work / "logs-silent"
-        env = run_env(proxy.url(url), backend, logs, deadline)
+        env = run_env(proxy.dsn(), backend, logs, deadline)
         seconds, code = timed_run(env, backend, proxy.freeze)
         logged = stopped_answering_logged(logs)
         lines.append(
@@ -115,18 +115,18 @@ def silent_scenarios(server: str, backend: Backend, work: Path, deadline: int) -
         seconds, code = timed_run(env, backend)
         lines.append(f"silent from the start: ended after {seconds:.1f} s, exit {code}")
         proxy.thaw()
-        lines.append(api_health(proxy, url))
+        lines.append(api_health(proxy))
     finally:
-        proxy.stop()
+        proxy.close()
         bench_db.drop_database(server, "bounds_bench")
     return lines
 
 
-def api_health(proxy: SilentProxy, url: str) -> str:
+def api_health(proxy: SilentProxy) -> str:
     """The reference API's /health before, while and after the database is silent."""
     from dashboard_api import create_app
 
-    app = create_app({"DATABASE_URL": proxy.url(url), "API_SECRET_KEY": SECRET})
+    app = create_app({"DATABASE_URL": proxy.dsn(), "API_SECRET_KEY": SECRET})
     client = app.test_client()
     try:
         before = client.get("/health").status_code

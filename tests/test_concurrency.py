@@ -7,6 +7,7 @@ The limit's own tests drive it with a scripted clock; the end-to-end ones run th
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 
@@ -15,6 +16,7 @@ import pytest
 from analytics_refresh.cli import main
 from analytics_refresh.client import Attempt, Verdict
 from analytics_refresh.concurrency import AdaptiveLimit, FixedLimit, make_limit
+from analytics_refresh.outcome import Failure
 from tests.backend import Answer
 from tests.conftest import connect_clients, log_lines
 from tests.runs import jobs
@@ -35,9 +37,7 @@ def answer(limit: AdaptiveLimit, key, seconds: float, clock: Clock, attempt: Att
     """One request for ``key`` that takes ``seconds``."""
     ticket = limit.begin(key)
     clock.now += seconds
-    limit.observe(
-        ticket, Attempt(attempt.verdict, attempt.http_status, attempt.error, elapsed=seconds)
-    )
+    limit.observe(ticket, dataclasses.replace(attempt, elapsed=seconds))
 
 
 def traffic(limit: AdaptiveLimit, expected: dict, clock: Clock, factor: float = 1.0) -> None:
@@ -152,7 +152,8 @@ def test_timeouts_cut_and_the_limit_stays_between_1_and_the_ceiling(clock, histo
         traffic(limit, history, clock)
     assert limit.limit == 6
     for _ in range(6):
-        answer(limit, "job0", 30.0, clock, Attempt(Verdict.RETRY, None, "timed out after 30s"))
+        timed_out = Attempt(Verdict.RETRY, None, "timed out after 30s", failure=Failure.TIMEOUT)
+        answer(limit, "job0", 30.0, clock, timed_out)
     assert limit.limit == 1
 
 

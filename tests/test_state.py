@@ -228,27 +228,30 @@ def test_a_batch_written_twice_counts_a_failure_once_and_an_abandoned_run_writes
     """After a lost acknowledgement the writer repeats its statement; a run marked abandoned
     while cut off from the database flushes late. Neither may bend the keys' state."""
     from analytics_refresh.clock import Deadline
-    from analytics_refresh.history import History, JobRecord
+    from analytics_refresh.outcome import JobRecord
+    from analytics_refresh.pending import PendingRecords
     from analytics_refresh.plan import Job
+    from analytics_refresh.writes import RunWriter
 
     job = Job(BOB, "shopify")
-    history = History(db_url, trigger="cron", deadline=Deadline(60))
-    history.record_run("running")
-    history.record_planned([job])
+    history = RunWriter(db_url, trigger="cron", deadline=Deadline(60))
+    history.insert_run("running")
+    history.insert_planned([job])
     failed = JobRecord(job, "failed", 1, 500, 10, error="HTTP 500")
-    history._write([failed])
-    history._write([failed])  # the same statement again
+    history.write_jobs([failed])
+    history.write_jobs([failed])  # the same statement again
     assert state(db)[(BOB, "shopify")][:2] == ("failed", 1)
 
-    late = History(db_url, trigger="cron", deadline=Deadline(60))
-    late.record_run("running")
-    late.record_planned([job])
+    late = RunWriter(db_url, trigger="cron", deadline=Deadline(60))
+    late.insert_run("running")
+    late.insert_planned([job])
     with db.cursor() as cur:
         cur.execute(
             "UPDATE refresh_runs SET status = 'abandoned' WHERE run_id = %s", (late.run_id,)
         )
-    late.record_job(JobRecord(job, "succeeded", 1, 200, 10, 1, 5))
-    assert late.flush(final=True) == 0
+    pending = PendingRecords()
+    pending.queue(JobRecord(job, "succeeded", 1, 200, 10, 1, 5))
+    assert pending.write(late, final=True) == 0
     with db.cursor() as cur:
         cur.execute("SELECT status FROM refresh_jobs WHERE run_id = %s", (late.run_id,))
         assert cur.fetchone() == ("succeeded",)  # its own record is kept

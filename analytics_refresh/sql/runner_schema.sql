@@ -53,6 +53,11 @@ ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz;
 ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS machine text;
 -- Where the adaptive concurrency limit settled: the next run starts there.
 ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS concurrency_limit integer;
+-- The lease a live run promises to renew within (seconds): others judge its row by it.
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS lease_seconds real;
+-- The server process of the run's lock session: a session left behind by a vanished host
+-- can be ended once the run's lease has expired.
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS lock_pid integer;
 
 -- One row per client x platform: its last attempt, its last success, its failure streak.
 -- Written in the same statement as the job's refresh_jobs row, so the two never disagree;

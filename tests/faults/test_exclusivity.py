@@ -123,7 +123,8 @@ def test_a_lease_renewed_elsewhere_keeps_a_new_run_out(run_env, backend, db):
 
 def test_a_lease_older_than_the_timeout_is_a_dead_run(run_env, backend, db):
     many_clients(db, 1)
-    # The lease outlasts any request the old run may have in flight: REFRESH_TIMEOUT + 30 s.
+    # A row of a release that did not store its lease (lease_seconds NULL) is judged by
+    # the new run's own: REFRESH_TIMEOUT + 30 s (tests/test_claim.py: a stored one wins).
     alive = running_row(db, host="elsewhere", seconds_ago=40)
     env = {**run_env, "REFRESH_TIMEOUT": "20"}
     assert main(["run"], env) == 5  # 40 s < 20 + 30 s: it may still be sending
