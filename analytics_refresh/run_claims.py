@@ -24,16 +24,20 @@ log = logging.getLogger(__name__)
 
 SKIP_REASON = "a listener is refreshing it now"
 
+# Claim statements are instant: past this, the database stopped answering.
+CLAIM_SECONDS = 5.0
+
 
 class RunClaims:
     """Claims of one run, taken and freed one job at a time."""
 
     SKIP_REASON = SKIP_REASON
 
-    def __init__(self, url: str, run_id: str, settings: Settings, conn):
+    def __init__(self, url: str, run_id: str, settings: Settings, conn, deadline=None):
         # A run's request may take REFRESH_TIMEOUT per attempt: the lease outlasts one.
         self.claims = Claims(f"run:{run_id}", max(LEASE_SECONDS, settings.timeout + LEASE_SECONDS))
         self.url = url
+        self.deadline = deadline
         self.platforms = settings.platforms
         self.conn = conn
         self._mutex = threading.Lock()
@@ -43,10 +47,14 @@ class RunClaims:
         self._thread.start()
 
     @classmethod
-    def open(cls, url: str, run_id: str, settings: Settings) -> RunClaims | None:
-        """Return the run's claims, or None where no listener can run (no claims table)."""
+    def open(cls, url: str, run_id: str, settings: Settings, deadline=None) -> RunClaims | None:
+        """Return the run's claims, or None where no listener can run (no claims table).
+
+        Its calls share the run's deadline and its record of a silent database, and are
+        instant statements: one that takes seconds means the database stopped answering.
+        """
         try:
-            conn = db.connect(url, application_name="analytics-refresh run claims")
+            conn = _connect(url, deadline)
         except RefreshError:
             return None
         try:
@@ -56,7 +64,7 @@ class RunClaims:
         except psycopg2.Error:
             conn.close()
             return None
-        return cls(url, run_id, settings, conn)
+        return cls(url, run_id, settings, conn, deadline)
 
     def take(self, job: Job) -> bool:
         """Claim ``job``'s key; False when a listener holds it (the job is then skipped)."""
@@ -100,7 +108,7 @@ class RunClaims:
 
     def _connected(self) -> None:
         if self.conn is None or self.conn.closed:
-            self.conn = db.connect(self.url, application_name="analytics-refresh run claims")
+            self.conn = _connect(self.url, self.deadline)
 
     def _trouble(self, exc: BaseException) -> None:
         if self.conn is not None:
@@ -113,3 +121,12 @@ class RunClaims:
                 first_line(exc),
             )
             self._warned = True
+
+
+def _connect(url: str, deadline):
+    return db.connect(
+        url,
+        application_name="analytics-refresh run claims",
+        deadline=deadline,
+        statement_ceiling=CLAIM_SECONDS,
+    )

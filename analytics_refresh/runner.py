@@ -84,7 +84,7 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
     # which the run row counts: a quiet run writes in proportion to what it refreshes.
     claim.queue_planned([*schedule.jobs, *(r.job for r in schedule.skipped)], schedule.skipped)
     client = RefreshClient(settings)
-    key_claims = RunClaims.open(claim.writer.url, claim.run_id, settings)
+    key_claims = RunClaims.open(claim.writer.url, claim.run_id, settings, deadline)
     limiter = make_limit(
         settings.concurrency, settings.adaptive, schedule.expected, _learned(claim)
     )
