@@ -1,4 +1,4 @@
-"""Calls the dashboard API's refresh endpoint and classifies each answer (INTERFACE.md s. 8).
+"""Calls the dashboard API's refresh endpoint and classifies each answer.
 
 Every attempt is bounded end to end: a shared watchdog thread shuts the attempt's socket
 down when its time is up, whatever phase it is in (name resolution, connecting, the status

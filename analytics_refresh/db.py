@@ -26,6 +26,7 @@ import psycopg2.errors
 from . import dbwatch
 from . import statements as sql
 from .clock import Deadline
+from .deployment import embedded_reason
 from .errors import DatabaseError, Interrupted, first_line
 from .logs import redact
 from .settings import Settings
@@ -227,15 +228,26 @@ def stop_embedded(data_dir: Path) -> str:
 
 
 def database_url(settings: Settings) -> str:
-    """Return the configured URL, starting the embedded server when none is configured."""
+    """Return the configured URL, or start the embedded server where it is meant (exit 3
+    naming DATABASE_URL where a deployment is: deployment.embedded_reason)."""
     if settings.database_url:
         return settings.database_url
+    embedded_reason(settings)
     url = embedded_url(settings.data_dir)
     log.info(
-        "Using the embedded PostgreSQL in %s (DATABASE_URL is unset)",
+        "Using the embedded PostgreSQL in %s (DATABASE_URL is unset and nothing says this "
+        "is a deployment)",
         settings.data_dir / "postgres",
     )
     return url
+
+
+def source(settings: Settings) -> str:
+    """Say which database a command uses and why (check's line); raise ConfigError where
+    the embedded one is not meant."""
+    if settings.database_url:
+        return f"DATABASE_URL, set in {settings.database_origin or 'the environment'}"
+    return embedded_reason(settings)
 
 
 # -- the runner's tables ----------------------------------------------------------------------

@@ -51,6 +51,8 @@ class Schedule:
     # The change keys of every key in the run's scope were read: what it did not refresh
     # was current when it started.
     checked_changes: bool = False
+    # Why the configured change query could not be used (every job then runs), or None.
+    change_error: str | None = None
 
 
 def schedule(
@@ -123,9 +125,17 @@ def decide(conn, settings: Settings, plan: Plan, deadline: Deadline) -> Schedule
     """Skip what need not run (unchanged, fresh) and order the rest from the keys' state."""
     if not plan.jobs:
         return Schedule()
-    states = records.key_states(conn)
+    states = records.key_states(conn, plan.jobs)  # only the planned keys' rows
     now = records.database_now(conn)
-    decision = _changes(conn, settings, plan, states, now, deadline)
+    try:
+        decision = _changes(conn, settings, plan, states, now, deadline)
+        error = None
+    except changes.ChangeQueryError as exc:
+        log.warning(
+            "⚠️ REFRESH_CHANGE_SQL could not be used (%s): every job is refreshed this run",
+            exc,
+        )
+        decision, error = None, str(exc)
     jobs = plan.jobs if decision is None else decision.run
     not_fresh = frozenset()
     if decision is not None:
@@ -137,6 +147,7 @@ def decide(conn, settings: Settings, plan: Plan, deadline: Deadline) -> Schedule
         now=now,
         not_fresh=not_fresh,
     )
+    result.change_error = error
     if decision is not None:
         result.kinds, result.change_keys = decision.kinds, decision.keys
         result.change_seen = decision.seen
@@ -155,17 +166,12 @@ def lead_seconds(conn, settings: Settings) -> float:
 
 
 def _changes(conn, settings, plan, states, now, deadline) -> changes.Decision | None:
-    """Decide by the change query when one is configured; None: refresh every job."""
+    """Decide by the change query when one is configured; None: refresh every job.
+
+    Raises ChangeQueryError when the query cannot be used."""
     if not settings.change_sql:
         return None
-    try:
-        keys = changes.read_keys(conn, settings.change_sql, deadline)
-    except changes.ChangeQueryError as exc:
-        log.warning(
-            "⚠️ REFRESH_CHANGE_SQL could not be used (%s): every job is refreshed this run",
-            exc,
-        )
-        return None
+    keys = changes.read_keys(conn, settings.change_sql, deadline)
     decision = changes.decide(
         plan.jobs,
         states,

@@ -177,6 +177,8 @@ class RunFacts:
     # What ended the run early, if not 0: its exit code (errors.exit_code) and message.
     error_code: int | None = None
     error_note: str | None = None
+    # Why the configured change query could not be used (every job then ran), if it failed.
+    change_error: str | None = None
 
 
 def decide(facts: RunFacts) -> Ending:
@@ -187,7 +189,8 @@ def decide(facts: RunFacts) -> Ending:
     4: the record is incomplete); a lost lock (interrupted, 6, even with every job
     started); a stop that kept a job from starting or retrying, or a job not attempted
     (interrupted, 6); a failed job (partial when another succeeded or was skipped, else
-    failed; 1); else succeeded (0), no jobs included.
+    failed; 1); else succeeded (0), no jobs included. A failed change query changes no code
+    (every job ran) but is the note of a run that has no other.
     """
     counts = Counter(facts.counts)
     if facts.error_code:
@@ -204,10 +207,14 @@ def decide(facts: RunFacts) -> Ending:
     if counts["not_attempted"] or (facts.stop_reason is not None and facts.cut_short):
         note = facts.stop_reason or f"{counts['not_attempted']} jobs not attempted"
         return Ending("interrupted", Interrupted.exit_code, note)
+    # A failed change query leaves the exit code alone (every job ran) but not the note.
+    note = facts.stop_reason
+    if note is None and facts.change_error:
+        note = f"the change query failed ({facts.change_error}): every job was refreshed"
     if counts["failed"]:
         done = counts["succeeded"] + counts["skipped"] + counts["unchanged"]
-        return Ending("partial" if done else "failed", 1, facts.stop_reason)
-    return Ending("succeeded", 0, facts.stop_reason)
+        return Ending("partial" if done else "failed", 1, note)
+    return Ending("succeeded", 0, note)
 
 
 @dataclass
@@ -224,6 +231,8 @@ class RunResult:
     finished_at: float = 0.0
     retries: int = 0
     changes: Counter = field(default_factory=Counter)  # jobs by CHANGE_KINDS
+    # Why the configured change query failed (the run then refreshed every job), or None.
+    change_error: str | None = None
 
     @classmethod
     def ended(cls, run_id: str | None, ending: Ending, **kwargs) -> RunResult:

@@ -122,6 +122,7 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
             cut_short=not_started > 0 or run.cut_short > 0,
             lock_lost=claim.lost is not None,
             unrecorded=unrecorded,
+            change_error=schedule.change_error,
         )
     )
     if unrecorded:
@@ -150,6 +151,7 @@ def _run_jobs(settings, conn, claim: RunClaim, secret, stop, deadline, hooks, st
         finished_at=time.time(),
         retries=run.retries,
         changes=Counter(schedule.kinds.values()),
+        change_error=schedule.change_error,
     )
 
 

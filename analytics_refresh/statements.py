@@ -38,6 +38,14 @@ SELECT_CONNECTED = """
     WHERE status = 'connected'
     ORDER BY client_id::text, platform::text
 """
+# The same for the clients given with --client (as 32 hex digits): however the table spells
+# an id (upper case, hyphens, braces), a one-client run reads its rows, not 100,000 others'.
+SELECT_CONNECTED_OF = """
+    SELECT client_id::text, platform::text
+    FROM client_api_credentials
+    WHERE status = 'connected' AND translate(lower(client_id::text), '{}-', '') = ANY(%s)
+    ORDER BY client_id::text, platform::text
+"""
 CREDENTIAL_STATUSES = """
     SELECT status, count(*) FROM client_api_credentials GROUP BY status ORDER BY status
 """
@@ -208,6 +216,14 @@ KEY_STATES = """
     FROM refresh_state AS s
     LEFT JOIN refresh_runs AS r ON r.run_id = s.last_success_run_id
 """
+# The same, for the keys of a small plan (a one-client run need not read 300,000 rows).
+KEY_STATES_OF = (
+    KEY_STATES
+    + """
+    JOIN unnest(%s::uuid[], %s::text[]) AS k(client_id, platform)
+      ON k.client_id = s.client_id AND k.platform = s.platform
+"""
+)
 # The latest finished run of each shard label that read the change keys of its whole shard:
 # every key of that shard it wrote no row for was found unchanged when it started.
 CHECKING_RUNS = """
@@ -269,3 +285,5 @@ NEWEST_CACHE_ROWS = """
     GROUP BY platform
 """
 COUNT_FRESH_CACHE_ROWS = "SELECT count(*) FROM {table} WHERE computed_at >= to_timestamp(%s)"
+# What `db seed` loaded: the sample clients' order lines.
+COUNT_CLIENT_ORDER_LINES = "SELECT count(*) FROM order_lines WHERE client_id = ANY (%s::uuid[])"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,13 +138,15 @@ def connect(url: str):
 
 def cli(url: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``analytics-refresh ARGS`` against ``url``; raise with its stderr on failure."""
-    done = subprocess.run(
-        [str(CLI), *args],
-        env={**os.environ, **(env or {}), "DATABASE_URL": url},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory() as empty:  # no .env of the checkout's
+        done = subprocess.run(
+            [str(CLI), *args],
+            env={**os.environ, **(env or {}), "DATABASE_URL": url},
+            cwd=empty,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if done.returncode != 0:
         raise RuntimeError(
             f"analytics-refresh {' '.join(args)}: exit {done.returncode}\n{done.stderr[-2000:]}"

@@ -74,6 +74,7 @@ class Stats:
     def reset(self) -> None:
         self.service_sum = 0.0
         self.services: list[float] = []
+        self.held_sum = 0.0  # how long refreshes really held their worker (sleep overruns)
         self.refresh_waits: list[float] = []
         self.read_waits: list[float] = []
         self.shed = 0
@@ -91,6 +92,7 @@ class Stats:
             "shed": self.shed,
             "service_sum": self.service_sum,
             "service_max": max(self.services, default=0.0),
+            "held_sum": self.held_sum,
             "service_median": statistics.median(self.services) if self.services else 0.0,
             "queue_wait_mean": sum(waits) / len(waits) if waits else 0.0,
             "queue_wait_max": max(waits, default=0.0),
@@ -208,6 +210,7 @@ def make_handler(args, workers: Workers, stats: Stats, times: ServiceTimes):
                         stats.shed += 1
                 self.send_json(503, {"error": "overloaded"}, {"Retry-After": str(args.retry_after)})
                 return
+            took = time.monotonic()
             try:
                 client_id, platform = query.get("client_id", ""), query.get("platform", "")
                 seconds = times.draw(client_id, platform) if refresh else args.interactive_ms / 1000
@@ -225,9 +228,11 @@ def make_handler(args, workers: Workers, stats: Stats, times: ServiceTimes):
                     until = datetime.now(timezone.utc) + timedelta(seconds=args.ttl)
                     body["expires_at"] = until.isoformat().replace("+00:00", "Z")
             finally:
+                held = time.monotonic() - took
                 workers.release()
             with stats.lock:
                 if refresh:
+                    stats.held_sum += held
                     stats.service_sum += seconds
                     stats.services.append(seconds)
                     stats.refresh_waits.append(waited)

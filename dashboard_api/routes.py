@@ -1,4 +1,4 @@
-"""The two endpoints: ``/health`` and the inventory analytics (INTERFACE.md section 7)."""
+"""The two endpoints: ``/health`` and the inventory analytics (described in openapi.yaml)."""
 
 from __future__ import annotations
 

@@ -219,7 +219,7 @@ def test_an_unchanged_key_stays_current_in_status_and_metrics(
     assert main(["run"], env) == 0
     assert "(5 skipped as unchanged)" in last_results(env)
     capsys.readouterr()
-    assert main(["status", "--json"], env) == 0  # confirmed current: not stale
+    assert main(["status", "--json", "--keys"], env) == 0  # confirmed current: not stale
     report = json.loads(capsys.readouterr().out)
     assert report["stale_count"] == 0
     assert all(c["age_hours"] < 0.1 for c in report["caches"])

@@ -205,7 +205,7 @@ def test_a_quiet_key_stays_current_from_the_run_that_checked_it(
         cur.execute("UPDATE refresh_state SET last_success_at = now() - interval '5 hours'")
     assert main(["run"], env) == 0
     capsys.readouterr()
-    assert main(["status", "--json"], env) == 0
+    assert main(["status", "--json", "--keys"], env) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["stale_count"] == 0
     assert all(c["age_hours"] < 0.1 for c in report["caches"])
@@ -216,7 +216,7 @@ def test_a_quiet_key_stays_current_from_the_run_that_checked_it(
     env_down = {**env, "ANALYTICS_API_URL": "http://127.0.0.1:9", "REFRESH_MAX_ATTEMPTS": "1"}
     assert main(["run"], env_down) == 1
     capsys.readouterr()
-    main(["status", "--json", "--max-age", "2"], env)
+    main(["status", "--json", "--keys", "--max-age", "2"], env)
     caches = {(c["client_id"], c["platform"]): c for c in json.loads(capsys.readouterr().out)[
         "caches"]}  # fmt: skip
     assert caches[(shops[0], "shopify")]["stale"]  # 5 hours since its last refresh
@@ -230,7 +230,7 @@ def test_an_expired_copy_is_not_current_whatever_its_age(run_env, api_factory, s
     assert main(["run"], env) == 0
     time.sleep(2.5)
     capsys.readouterr()
-    assert main(["status", "--json"], env) == 1
+    assert main(["status", "--json", "--keys"], env) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["stale_count"] == 7
     assert all(c["age_hours"] < 0.1 for c in report["caches"])  # young, and expired

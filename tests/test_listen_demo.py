@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import psycopg2.extensions
+
 from analytics_refresh.cli import main
 
 
@@ -10,6 +12,7 @@ def test_demo_listener_refreshes_the_client_with_new_orders_and_no_other(
 ):
     env = {"DATABASE_URL": db_url, "LOG_DIR": str(tmp_path / "logs"), "REFRESH_SETTLE_SECONDS": "1"}
     args = ["demo", "--clients", "3", "--skus", "20", "--orders-per-day", "10", "--listen"]
+    args += ["--database", psycopg2.extensions.parse_dsn(db_url)["dbname"]]
     assert main(args, env) == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert "Dashboards the listener refreshed after the new orders" in out

@@ -60,8 +60,9 @@ ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS lease_seconds real;
 ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS lock_pid integer;
 
 -- One row per client x platform: its last attempt, its last success, its failure streak.
--- Written in the same statement as the job's refresh_jobs row, so the two never disagree;
--- every per-key question (status, skip, order, metrics) reads it instead of the history.
+-- Written in the same statement as the job's refresh_jobs row, by runs still 'running' only
+-- (an abandoned run's late job rows leave it as it was); every per-key question (status,
+-- skip, order, metrics) reads it instead of the history.
 CREATE TABLE IF NOT EXISTS refresh_state (
     client_id             uuid NOT NULL,
     platform              text NOT NULL CHECK (platform IN ('shopify', 'amazon', 'all')),

@@ -26,6 +26,7 @@ ALERTS = {
     "AnalyticsRefreshRunFailed": "warning",
     "AnalyticsRefreshKeysFailingRepeatedly": "warning",
     "AnalyticsRefreshClientCacheStale": "warning",
+    "AnalyticsRefreshKeysOutsidePromise": "warning",
     "AnalyticsRefreshNoRequestSucceeded": "critical",
 }
 
