@@ -25,11 +25,13 @@ import time
 from . import statements as sql
 from .clock import Deadline
 from .errors import LockHeld, RefreshError, first_line
+from .key_claims import LET_GO
 from .lease import is_alive, lease_seconds, machine_id
 from .lock import RunLock
-from .outcome import Ending, JobRecord, RunFacts, decide
+from .outcome import Ending, JobRecord, OtherRun, RunFacts, decide
 from .pending import PendingRecords
 from .plan import Job
+from .run_claims import holder
 from .settings import Settings
 from .stop import StopRequest
 from .takeover import take_over
@@ -108,6 +110,7 @@ class RunClaim:
                 age,
             )
             self.writer.mark_abandoned(other, f"left running; its lease was last renewed {age}")
+            self._free_keys_of(other)
         if alive:
             other = alive[0]
             note = f"{other} is still alive (lease renewed {other.lease_age:.0f}s ago)"
@@ -118,6 +121,15 @@ class RunClaim:
             )
         self.writer.insert_run("running", lease_seconds=self.lease, lock_pid=self.lock.backend_pid)
         self._confirmed_at = time.monotonic()
+
+    def _free_keys_of(self, other: OtherRun) -> None:
+        """A run marked abandoned refreshes nothing more: free the keys it had claimed
+        (else this run would skip them until their lease ran out)."""
+        try:
+            if self.writer.query(sql.CLAIMS_TABLE)[0][0]:
+                self.writer.run(LET_GO, (holder(other.run_id),))
+        except RefreshError as exc:  # their lease frees them soon anyway
+            log.warning("Could not free the keys %s had claimed (%s)", other, first_line(exc))
 
     def _skip(self, note: str) -> None:
         ending = decide(RunFacts(error_code=LockHeld.exit_code, error_note=note))

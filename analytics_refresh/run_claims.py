@@ -28,6 +28,11 @@ SKIP_REASON = "a listener is refreshing it now"
 CLAIM_SECONDS = 5.0
 
 
+def holder(run_id: str) -> str:
+    """The name a run's key claims are held under."""
+    return f"run:{run_id}"
+
+
 class RunClaims:
     """Claims of one run, taken and freed one job at a time."""
 
@@ -35,7 +40,7 @@ class RunClaims:
 
     def __init__(self, url: str, run_id: str, settings: Settings, conn, deadline=None):
         # A run's request may take REFRESH_TIMEOUT per attempt: the lease outlasts one.
-        self.claims = Claims(f"run:{run_id}", max(LEASE_SECONDS, settings.timeout + LEASE_SECONDS))
+        self.claims = Claims(holder(run_id), max(LEASE_SECONDS, settings.timeout + LEASE_SECONDS))
         self.url = url
         self.deadline = deadline
         self.platforms = settings.platforms

@@ -98,6 +98,7 @@ SESSION_ROLES = """
     FROM pg_stat_activity AS a WHERE a.pid = %s
 """
 TERMINATE = "SELECT pg_terminate_backend(%s)"
+CLAIMS_TABLE = "SELECT to_regclass('refresh_claims') IS NOT NULL"
 BACKEND_ALIVE = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %s)"
 MARK_ABANDONED = """
     UPDATE refresh_runs SET status = 'abandoned', finished_at = now(), note = %(note)s

@@ -209,6 +209,10 @@ class RunWriter:
 
         return self._execute(action)
 
+    def run(self, statement: str, params=()) -> None:
+        """Run one statement of the run's own that returns nothing."""
+        self._execute(lambda cur: cur.execute(statement, params))
+
     def query(self, statement: str, params=()) -> list[tuple]:
         """Run one read of the run's own (the claim's look at the lock's holders)."""
 
