@@ -163,6 +163,22 @@ def build_parser() -> Parser:
         choices=PLATFORMS,
         help="only this key (default: every platform of the client)",
     )
+    report = commands.add_parser(
+        "report", help="a freshness report: the promise kept, per day and per key (HTML)"
+    )
+    report.add_argument(
+        "--days",
+        type=_int_between(1, 366),
+        default=7,
+        metavar="N",
+        help="whole UTC days to cover, today included (default 7)",
+    )
+    report.add_argument(
+        "--out",
+        metavar="FILE",
+        help="where to write it (default freshness-report.html; with --json, stdout)",
+    )
+    report.add_argument("--json", action="store_true", help="the figures as JSON instead")
 
     demo = commands.add_parser(
         "demo",
@@ -305,6 +321,12 @@ def cmd_request(args, settings: Settings, proc) -> int:
     return 0
 
 
+def cmd_report(args, settings: Settings, proc) -> int:
+    from .report.command import run_report
+
+    return run_report(settings, days=args.days, out=args.out, as_json=args.json)
+
+
 def cmd_demo(args, settings: Settings, proc) -> int:
     from .demo import run_demo
 
@@ -341,6 +363,7 @@ COMMANDS = {
     "status": Command(cmd_status),
     "listen": Command(cmd_listen, logs=True),
     "request": Command(cmd_request),
+    "report": Command(cmd_report),
     "demo": Command(cmd_demo, run=True, logs=True, configure=lambda s, _a: demo_settings(s)),
 }
 

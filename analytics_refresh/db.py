@@ -69,7 +69,7 @@ def silence_of(deadline: Deadline | None) -> dbwatch.Silence:
     """Return the silence record shared by the connections of the run with ``deadline``."""
     if deadline is None:
         return dbwatch.Silence()
-    return _SILENCES.setdefault(deadline, dbwatch.Silence(deadline.expired))
+    return _SILENCES.setdefault(deadline, dbwatch.Silence(lambda: deadline.remaining() <= 0))
 
 
 class DatabaseStoppedAnswering(DatabaseError):

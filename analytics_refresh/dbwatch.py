@@ -91,6 +91,27 @@ class Silence:
         return not self.past_deadline() and time.monotonic() - self._last >= PROBE_SECONDS
 
 
+# Servers found silent lately, by the URL connected with: a new connection to one gets
+# libpq's shortest connect timeout, whichever run or deadline asks for it.
+RECENT_SECONDS = 60.0
+_recent: dict[str, float] = {}
+_recent_lock = threading.Lock()
+
+
+def _remember(server: str, silent: bool) -> None:
+    with _recent_lock:
+        if silent:
+            _recent[server] = time.monotonic()
+        else:
+            _recent.pop(server, None)
+
+
+def _lately_silent(server: str) -> bool:
+    with _recent_lock:
+        at = _recent.get(server)
+    return at is not None and time.monotonic() - at < RECENT_SECONDS
+
+
 # -- the watchdog -----------------------------------------------------------------------------
 class _Guard:
     """One call's bound and what the watchdog did to it."""
@@ -249,6 +270,7 @@ class BoundedConnection(psycopg2.extensions.connection):
         host = params.get("host") or params.get("hostaddr")
         self.name = f"database {params.get('dbname')!r} on {host}:{params.get('port')}"
         self.silence = Silence()  # replaced by connect() with the one it shares
+        self.server = dsn
         # Set by the owner: the longest a call may take (None: unbounded), usually the
         # statement timeout or what the run's deadline leaves, whichever is less.
         self.call_seconds = None
@@ -277,14 +299,21 @@ class BoundedConnection(psycopg2.extensions.connection):
                     seconds,
                     self.name,
                 )
-            self.silence.found()
+            self.found_silent()
             raise DatabaseSilent(
                 f"the database stopped answering: no reply within {seconds:.1f}s (the call "
                 "was cancelled and its connection closed)"
             ) from exc
         WATCHDOG.release(guard)
-        self.silence.answered()
+        if self.silence.silent:
+            self.silence.answered()
+            _remember(self.server, False)
         return result
+
+    def found_silent(self) -> None:
+        """Record that this connection's server stopped answering (whoever found it)."""
+        self.silence.found()
+        _remember(self.server, True)
 
     def commit(self):
         return self.bounded(super().commit)
@@ -308,9 +337,10 @@ def connect(dsn: str, *, connect_timeout: float, silence: Silence | None = None,
     silence = silence or Silence()
     if not silence.may_try():
         raise DatabaseSilent("the database stopped answering moments ago; not connecting yet")
-    if silence.silent:
-        connect_timeout = min(connect_timeout, SILENT_CONNECT_SECONDS)
     params = psycopg2.extensions.parse_dsn(dsn)
+    server = dsn
+    if silence.silent or _lately_silent(server):
+        connect_timeout = min(connect_timeout, SILENT_CONNECT_SECONDS)
     extra = {k: v for k, v in KEEPALIVES.items() if k not in params}
     try:
         conn = psycopg2.connect(
@@ -323,6 +353,9 @@ def connect(dsn: str, *, connect_timeout: float, silence: Silence | None = None,
     except psycopg2.OperationalError as exc:
         if "timeout expired" in str(exc):
             silence.found()  # it took the connection but never answered
+            _remember(server, True)
         raise
     conn.silence = silence
+    conn.server = server  # psycopg2 hands __init__ the URL merged with the options above
+    _remember(server, False)  # it answered the startup: no longer lately silent
     return conn

@@ -101,13 +101,22 @@ def default_deadline(interval_minutes: float) -> float:
     return round(interval_minutes * 60 * DEADLINE_SHARE, 1)
 
 
+# Past the longest request a run may have in flight, the lease holds this much longer:
+# six missed renewals, room for a database restart or a failover's switch.
+LEASE_GRACE_SECONDS = 30.0
+
+
+def lease_length(timeout: float) -> float:
+    """The lease a run with REFRESH_TIMEOUT ``timeout`` promises to renew within: longer
+    than any request it may have in flight, so it is never taken for dead while it sends."""
+    return max(LEASE_GRACE_SECONDS, timeout + LEASE_GRACE_SECONDS)
+
+
 def schedule_warnings(
     deadline: float, interval_minutes: float, timeout: float = 300.0
 ) -> tuple[str, ...]:
     """Return what in the settings does not fit the schedule's interval: a deadline, or
     the lease of a killed run (which holds the next runs off), longer than it."""
-    from .lease import LEASE_GRACE_SECONDS  # the lease: lease.lease_seconds
-
     interval = interval_minutes * 60
     found = []
     if deadline > interval:
@@ -117,7 +126,7 @@ def schedule_warnings(
             "going when the next one starts makes that one exit 5; set REFRESH_DEADLINE to "
             f"at most {default_deadline(interval_minutes):g}, or unset it to follow the interval"
         )
-    lease = max(LEASE_GRACE_SECONDS, timeout + LEASE_GRACE_SECONDS)
+    lease = lease_length(timeout)
     if lease > interval:
         found.append(
             f"REFRESH_TIMEOUT={timeout:g} s makes a killed run's lease hold for {lease:g} s, "

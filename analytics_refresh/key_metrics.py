@@ -48,8 +48,10 @@ TIMES = (
 )
 REQUEST_SUCCESS = PREFIX + "last_request_success_timestamp_seconds"
 COPY_LIFETIME = PREFIX + "copy_lifetime_seconds"
+# One aggregate an alert can hold: the share of the shard's keys within the promise.
+WITHIN = PREFIX + "keys_within_promise_ratio"
 FAMILIES = frozenset(
-    [LAST_SUCCESS, AGE, WORST, REQUEST_SUCCESS, COPY_LIFETIME, PREFIX + "promise_seconds"]
+    [LAST_SUCCESS, AGE, WORST, REQUEST_SUCCESS, COPY_LIFETIME, WITHIN, PREFIX + "promise_seconds"]
     + [PREFIX + name for name, _, _ in COUNTS]
     + [PREFIX + name for name, _ in TIMES]
 )
@@ -86,6 +88,15 @@ def from_summary(summary: Summary, last_success: float | None, shard: str, promi
     )
     bound.add_metric([shard], promise)
     families.append(bound)
+    keys = sum(p.keys for p in summary.platforms.values())
+    outside = sum(p.outside_promise for p in summary.platforms.values())
+    within = GaugeMetricFamily(
+        WITHIN,
+        "Share of the keys a run plans that are within the promise (1 with no key).",
+        labels=["shard"],
+    )
+    within.add_metric([shard], 1 - outside / keys if keys else 1.0)
+    families.append(within)
     platforms = list(summary.platforms.values())
     newest = [p.newest_success_at for p in platforms if p.newest_success_at is not None]
     request = GaugeMetricFamily(

@@ -71,10 +71,7 @@ class RunLock:
         """Try to take the locks, without waiting; return whether this run holds them."""
         self.release()
         self.conn = connect(
-            self.url,
-            application_name="analytics-refresh lock",
-            deadline=self.deadline,
-            statement_ceiling=STATEMENT_SECONDS,
+            self.url, application_name="analytics-refresh lock", deadline=self.deadline
         )
         with boundary(self.url), self.conn.cursor() as cur:
             self._held = self._try(cur)

@@ -13,10 +13,13 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from .errors import DatabaseError, Interrupted, LockHeld
-from .plan import Job
 from .text import int4, plain
+
+if TYPE_CHECKING:  # the type only: the run's model stands below the store that plans
+    from .plan import Job
 
 # Text from outside (an error, a change key, a note) is cut to this many characters.
 STORED_TEXT_CHARS = 1000

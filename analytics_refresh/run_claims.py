@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 SKIP_REASON = "a listener is refreshing it now"
 
+# Claim statements are instant: past this, the database stopped answering.
+CLAIM_SECONDS = 5.0
+
 
 def holder(run_id: str) -> str:
     """The name a run's key claims are held under."""
@@ -39,7 +42,6 @@ class RunClaims:
         # A run's request may take REFRESH_TIMEOUT per attempt: the lease outlasts one.
         self.claims = Claims(holder(run_id), max(LEASE_SECONDS, settings.timeout + LEASE_SECONDS))
         self.url = url
-        # The run's deadline: its connections share the run's record of a silent database.
         self.deadline = deadline
         self.platforms = settings.platforms
         self.conn = conn
@@ -51,11 +53,13 @@ class RunClaims:
 
     @classmethod
     def open(cls, url: str, run_id: str, settings: Settings, deadline=None) -> RunClaims | None:
-        """Return the run's claims, or None where no listener can run (no claims table)."""
+        """Return the run's claims, or None where no listener can run (no claims table).
+
+        Its calls share the run's deadline and its record of a silent database, and are
+        instant statements: one that takes seconds means the database stopped answering.
+        """
         try:
-            conn = db.connect(
-                url, application_name="analytics-refresh run claims", deadline=deadline
-            )
+            conn = _connect(url, deadline)
         except RefreshError:
             return None
         try:
@@ -109,9 +113,7 @@ class RunClaims:
 
     def _connected(self) -> None:
         if self.conn is None or self.conn.closed:
-            self.conn = db.connect(
-                self.url, application_name="analytics-refresh run claims", deadline=self.deadline
-            )
+            self.conn = _connect(self.url, self.deadline)
 
     def _trouble(self, exc: BaseException) -> None:
         if self.conn is not None:
@@ -124,3 +126,12 @@ class RunClaims:
                 first_line(exc),
             )
             self._warned = True
+
+
+def _connect(url: str, deadline):
+    return db.connect(
+        url,
+        application_name="analytics-refresh run claims",
+        deadline=deadline,
+        statement_ceiling=CLAIM_SECONDS,
+    )

@@ -124,8 +124,18 @@ FINISH_JOBS = """
             change_at = CASE WHEN b.status = 'succeeded' THEN coalesce(
                 (SELECT p.change_pending_at FROM refresh_state AS p
                  WHERE p.client_id = b.client_id AND p.platform = b.platform),
-                b.change_at) END
+                b.change_at) END,
+            -- The key's success before this one (-infinity: none) and that copy's expiry,
+            -- as the state had them before this statement: the freshness report reads
+            -- each gap between refreshes from one row. A row written again (a lost
+            -- acknowledgement) keeps what its first write found.
+            prev_success_at = CASE WHEN j.status = 'not_attempted'
+                                   THEN coalesce(s.last_success_at, '-infinity')
+                                   ELSE j.prev_success_at END,
+            prev_expires_at = CASE WHEN j.status = 'not_attempted' THEN s.expires_at
+                                   ELSE j.prev_expires_at END
         FROM batch AS b
+        LEFT JOIN refresh_state AS s ON s.client_id = b.client_id AND s.platform = b.platform
         WHERE j.run_id = b.run_id AND j.client_id = b.client_id AND j.platform = b.platform
     )
     INSERT INTO refresh_state AS s (
@@ -240,7 +250,9 @@ RUN_KEYS = """
 RECENT_RUN_SECONDS = """
     SELECT max(extract(epoch FROM finished_at - started_at))::float8
     FROM (SELECT started_at, finished_at FROM refresh_runs
-          WHERE shard = %s AND finished_at IS NOT NULL AND status <> 'skipped'
+          -- An abandoned run's end is when another run noticed it, not how long it ran.
+          WHERE shard = %s AND finished_at IS NOT NULL
+            AND status NOT IN ('skipped', 'abandoned')
           ORDER BY started_at DESC LIMIT 5) AS recent
 """
 RECENT_RUNS = """

@@ -231,6 +231,11 @@ def as_dict(report: Report) -> dict:
         "failing_count": report.count("failing"),
         "failing_repeatedly_count": report.count("failing_repeatedly"),
         "outside_promise_count": report.count("outside_promise"),
+        "listeners": _listeners(report.listen),
+        "pending_keys": report.listen["pending_keys"] if report.listen else None,
+        "oldest_pending_seconds": (
+            report.listen["oldest_pending_seconds"] if report.listen else None
+        ),
         "platforms": {
             p.platform: {
                 "total": p.keys,
@@ -247,9 +252,4 @@ def as_dict(report: Report) -> dict:
         "runs": [_run_dict(run) for run in report.runs],
         "worst": [key_dict(r) for r in report.summary.worst],
         "failing_repeatedly": [key_dict(r) for r in report.summary.streaks],
-        "listeners": _listeners(report.listen),
-        "pending_keys": report.listen["pending_keys"] if report.listen else None,
-        "oldest_pending_seconds": (
-            report.listen["oldest_pending_seconds"] if report.listen else None
-        ),
     }

@@ -77,6 +77,8 @@ class RunWriter:
                         raise db.translate(exc, self.url) from exc
                     # Every statement here is idempotent, so repeating one is safe.
                     self._drop()
+                    if isinstance(exc, db.DatabaseStoppedAnswering):
+                        raise  # found silent moments ago: retrying would only wait
                     pause = 0.5 * 2 ** (attempt - 1)
                     if attempt == RECONNECT_ATTEMPTS or self._left(pause) < pause:
                         if isinstance(exc, RefreshError):

@@ -234,8 +234,9 @@ def measured(section: Section, quick: bool) -> tuple[str, list[str]]:
 def stamp(commands: list[list[str]]) -> str:
     """Say what measured the figures below: the commit, the machine, the command."""
     commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
-    # Only code changes what is measured: prose (and these very sections) may differ.
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!*.md")
+    # Only the code a benchmark runs changes what it measures: prose (these very sections
+    # included) and the tests may differ.
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!*.md", ":!tests")
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     server = "the server in DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
     shown = "; ".join(f"`.venv/bin/python {' '.join(argv)}`" for argv in commands[:1])

@@ -27,6 +27,9 @@ def test_demo_runs_end_to_end_and_its_second_run_refreshes_only_what_changed(
     assert "Reference dashboard API on http://127.0.0.1:" in out
     assert "Cache rows written by this run" in out
     assert "total_sales" in out
+    report = tmp_path / "logs" / "freshness-report.html"
+    assert f"Freshness report: {report}" in out
+    assert 'id="legend"' in report.read_text(encoding="utf-8")
     first, second = results(env)
     jobs = int(first.split()[1])
     assert jobs >= 6

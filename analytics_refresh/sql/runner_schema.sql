@@ -104,6 +104,11 @@ ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS jobs_expiring integer NOT NULL
 ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS checked_changes boolean NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS refresh_runs_checked_idx ON refresh_runs (shard, started_at DESC)
     WHERE checked_changes;
+-- A refresh names the key's success before it (-infinity: none) and that copy's expiry:
+-- the freshness report finds each gap between refreshes on one row, without sorting the
+-- history.
+ALTER TABLE refresh_jobs ADD COLUMN IF NOT EXISTS prev_success_at timestamptz;
+ALTER TABLE refresh_jobs ADD COLUMN IF NOT EXISTS prev_expires_at timestamptz;
 
 -- An install upgraded from a release without the state table: fill it from the history,
 -- once (only while it is empty), so status and ordering know every key at once. One pass

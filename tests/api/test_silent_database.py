@@ -8,19 +8,19 @@ import psycopg2
 import pytest
 
 from dashboard_api import create_app, pgbound
-from tests.faults.proxy import SilentProxy
+from tests.silent_proxy import SilentProxy
 
 
 @pytest.fixture
-def proxy(pg_server_url):
-    server = SilentProxy(pg_server_url).start()
+def proxy(db_url):
+    server = SilentProxy(db_url).start()
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture
-def silent_app(settings, proxy, db_url):
-    app = create_app({**settings, "DATABASE_URL": proxy.url(db_url)})
+def silent_app(settings, proxy):
+    app = create_app({**settings, "DATABASE_URL": proxy.dsn()})
     yield app
     app.extensions["dashboard_api"].close()
 
@@ -41,8 +41,8 @@ def test_health_says_503_soon_after_the_database_stops_answering(silent_app, pro
     assert client.get("/health").status_code == 200  # the pool heals at once
 
 
-def test_every_call_on_a_pooled_connection_is_cut_off_in_bound(proxy, db_url):
-    conn = psycopg2.connect(proxy.url(db_url), **pgbound.connect_args(proxy.url(db_url), 5))
+def test_every_call_on_a_pooled_connection_is_cut_off_in_bound(proxy):
+    conn = psycopg2.connect(proxy.dsn(), **pgbound.connect_args(proxy.dsn(), 5))
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT 1")
@@ -58,3 +58,9 @@ def test_every_call_on_a_pooled_connection_is_cut_off_in_bound(proxy, db_url):
         assert conn.closed
     finally:
         conn.close()
+
+
+def test_pooled_connections_have_keepalives(silent_app):
+    with silent_app.extensions["dashboard_api"].connection() as conn:
+        params = conn.get_dsn_parameters()
+    assert (params["keepalives"], params["tcp_user_timeout"]) == ("1", "30000")

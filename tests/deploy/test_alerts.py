@@ -28,6 +28,7 @@ ALERTS = {
     "AnalyticsRefreshClientCacheStale": "warning",
     "AnalyticsRefreshKeysOutsidePromise": "warning",
     "AnalyticsRefreshNoRequestSucceeded": "critical",
+    "AnalyticsRefreshShareOutsidePromise": "warning",
 }
 
 

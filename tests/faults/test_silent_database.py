@@ -1,4 +1,6 @@
-"""A database that stops answering mid-run: the run still ends within its deadline plus a
+"""A database that stops answering (connections open, nothing comes back): the gate closes
+without the dispatcher ever waiting on it, closing the claim is bounded, and the records
+it could not write are counted, not dropped; a whole run ends within its deadline plus a
 small fixed bound, says why, and the next run, once it answers, runs normally."""
 
 from __future__ import annotations
@@ -17,27 +19,75 @@ import psycopg2.extensions
 import pytest
 
 from analytics_refresh import db as runner_db
+from analytics_refresh.claim import CLOSE_SECONDS, CONFIRM_SECONDS, FINAL_SECONDS, RunClaim
 from analytics_refresh.clock import Deadline
+from analytics_refresh.gate import may_start
+from analytics_refresh.outcome import JobRecord
+from analytics_refresh.plan import Job
+from analytics_refresh.settings import Settings
+from analytics_refresh.stop import StopRequest
 from tests.backend import Answer
 from tests.conftest import ROOT, connect_clients, log_lines
-from tests.faults.proxy import SilentProxy
-from tests.faults.test_process_faults import finish, many_clients, start_run, wait_for
+from tests.faults.test_process_faults import fetch, finish, many_clients, start_run, wait_for
+from tests.runs import ALICE, BOB
+from tests.silent_proxy import SilentProxy
 
+
+@pytest.fixture
+def proxy(db_url):
+    proxy = SilentProxy(db_url).start()
+    yield proxy
+    proxy.close()
+
+
+def test_a_silent_database_closes_the_gate_and_the_claim_closes_in_bounded_time(db, proxy):
+    deadline, stop = Deadline(300), StopRequest()
+    claim = RunClaim(proxy.dsn(), Settings(), deadline, stop)
+    claim.claim()
+    claim.keep()
+    jobs = [Job(ALICE, "shopify"), Job(BOB, "shopify")]
+    claim.queue_planned(jobs, [])
+    claim.queue_record(JobRecord(jobs[0], "succeeded", 1, 200, 10))
+    wait_for(lambda: fetch(db, "SELECT 1 FROM refresh_jobs WHERE status = 'succeeded'"))
+    assert may_start(stop, deadline, claim)
+
+    proxy.freeze()
+    frozen = time.monotonic()
+    claim.queue_record(JobRecord(jobs[1], "failed", 1, 500, 10, error="HTTP 500"))
+    asked = 0
+    while may_start(stop, deadline, claim):  # the dispatcher's question: it never waits
+        started = time.monotonic()
+        asked += 1
+        assert time.monotonic() - started < 0.05
+        assert time.monotonic() - frozen < CONFIRM_SECONDS + 3
+        time.sleep(0.05)
+    assert asked > 10
+    assert stop.reason.startswith("the database stopped answering")
+    assert "exclusivity cannot be guaranteed" in stop.reason
+
+    closing = time.monotonic()
+    unrecorded = claim.stop_keeping()
+    claim.release()
+    took = time.monotonic() - closing
+    # The thread gets CLOSE_SECONDS, the final writes FINAL_SECONDS in all, the lock's
+    # release its own check's bound: a small fixed bound, whatever the database does.
+    assert took < 2 * CLOSE_SECONDS + FINAL_SECONDS + 8, took
+    assert unrecorded == 1  # the failed job's record: counted, not dropped
+
+    proxy.thaw()
+    rows = dict(fetch(db, "SELECT client_id::text, status FROM refresh_jobs"))
+    assert rows == {ALICE: "succeeded", BOB: "not_attempted"}
+
+
+# -- whole runs: the runner as a process, through the proxy or against a frozen server -------
 DEADLINE = 12
 # What a run may take past its deadline when the database goes silent: the calls in
 # flight get the client's grace and the cancel's moment, the rest a short bound each.
 TAIL_SECONDS = 8.0
 
 
-@pytest.fixture
-def proxy(pg_server_url):
-    server = SilentProxy(pg_server_url).start()
-    yield server
-    server.stop()
-
-
-def runs_through(proxy, db_url, run_env) -> dict:
-    return {**run_env, "DATABASE_URL": proxy.url(db_url), "REFRESH_DEADLINE": str(DEADLINE)}
+def runs_through(proxy, run_env) -> dict:
+    return {**run_env, "DATABASE_URL": proxy.dsn(), "REFRESH_DEADLINE": str(DEADLINE)}
 
 
 def test_a_database_that_stops_answering_mid_run_ends_the_run_in_bound(
@@ -45,7 +95,7 @@ def test_a_database_that_stops_answering_mid_run_ends_the_run_in_bound(
 ):
     many_clients(db, 6)
     backend.default = Answer(sleep=1.0)
-    env = {**runs_through(proxy, db_url, run_env), "REFRESH_CONCURRENCY": "1"}
+    env = {**runs_through(proxy, run_env), "REFRESH_CONCURRENCY": "1"}
     started = time.monotonic()
     proc = start_run(env)
     wait_for(lambda: backend.refreshes(), timeout=30)
@@ -68,7 +118,7 @@ def test_a_database_that_stops_answering_mid_run_ends_the_run_in_bound(
 def test_a_database_silent_from_the_start_fails_fast_with_exit_4(proxy, db_url, db, run_env):
     connect_clients(db, {"3b619a14-3cd8-49fa-9c24-d8df5e54c452": ("shopify",)})
     proxy.freeze()
-    env = runs_through(proxy, db_url, run_env)
+    env = runs_through(proxy, run_env)
     started = time.monotonic()
     code = finish(start_run(env), timeout=DEADLINE + 60)
     elapsed = time.monotonic() - started
@@ -79,7 +129,7 @@ def test_a_database_silent_from_the_start_fails_fast_with_exit_4(proxy, db_url, 
 
 def test_every_call_on_a_silent_connection_is_cut_off_in_bound(proxy, db_url):
     run = Deadline(60)
-    conn = runner_db.connect(proxy.url(db_url), deadline=run, statement_ceiling=2.0)
+    conn = runner_db.connect(proxy.dsn(), deadline=run, statement_ceiling=2.0)
     try:
         cur = conn.cursor()
         cur.execute("SELECT 1")
@@ -87,7 +137,7 @@ def test_every_call_on_a_silent_connection_is_cut_off_in_bound(proxy, db_url):
         started = time.monotonic()
         with (
             pytest.raises(runner_db.DatabaseStoppedAnswering, match="stopped answering"),
-            runner_db.boundary(proxy.url(db_url)),
+            runner_db.boundary(proxy.dsn()),
         ):
             cur.execute("SELECT 2")
         # the 2 s bound, the client's 2 s grace, 1 s for the cancel
@@ -96,13 +146,13 @@ def test_every_call_on_a_silent_connection_is_cut_off_in_bound(proxy, db_url):
         # The same run does not wait on it again: its next connection fails at once.
         started = time.monotonic()
         with pytest.raises(runner_db.DatabaseStoppedAnswering):
-            runner_db.connect(proxy.url(db_url), deadline=run)
+            runner_db.connect(proxy.dsn(), deadline=run)
         assert time.monotonic() - started < 0.5
     finally:
         conn.close()
         proxy.thaw()
     # The next run (a deadline of its own) finds it answering again.
-    again = runner_db.connect(proxy.url(db_url), deadline=Deadline(60))
+    again = runner_db.connect(proxy.dsn(), deadline=Deadline(60))
     with again.cursor() as cur:
         cur.execute("SELECT 3")
         assert cur.fetchone() == (3,)
@@ -113,7 +163,7 @@ def test_a_connection_the_server_takes_but_never_answers_is_bounded(proxy, db_ur
     proxy.freeze()
     started = time.monotonic()
     with pytest.raises(runner_db.DatabaseStoppedAnswering, match="did not answer"):
-        runner_db.connect(proxy.url(db_url), deadline=Deadline(3))
+        runner_db.connect(proxy.dsn(), deadline=Deadline(3))
     assert time.monotonic() - started < 8.0  # libpq's connect_timeout, an SSL try and a plain one
 
 
@@ -184,7 +234,7 @@ def test_a_frozen_postgresql_ends_the_run_in_bound_and_the_next_run_is_normal(
 
 
 def test_every_connection_has_keepalives_unless_its_url_sets_them(proxy, db_url):
-    url = proxy.url(db_url)
+    url = proxy.dsn()
     conn = runner_db.connect(url)
     params = conn.get_dsn_parameters()
     conn.close()
