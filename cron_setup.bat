@@ -86,7 +86,7 @@ if defined EVERY set "INTERVAL=!EVERY!"
 set "WRITE_DOTENV=--write-dotenv"
 if "%MODE%"=="print" set "WRITE_DOTENV="
 pushd "!PROJECT_DIR!"
-"!PYTHON!" -m analytics_refresh.schedule !WRITE_DOTENV! --minutes !INTERVAL! >nul
+"!PYTHON!" -m analytics_refresh.config.schedule !WRITE_DOTENV! --minutes !INTERVAL! >nul
 popd
 
 rem The task's command. Inside /TR, \" is a literal quote (schtasks' own quoting rule);

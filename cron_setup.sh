@@ -22,7 +22,7 @@ LIMIT_MARGIN_SECONDS=300
 # line exports.
 DEADLINE_PROBE='import os
 from pathlib import Path
-from analytics_refresh.settings import Settings, read_dotenv
+from analytics_refresh.config.settings import Settings, read_dotenv
 env = {**read_dotenv(Path(".env")), "REFRESH_INTERVAL_MINUTES": os.environ["REFRESH_INTERVAL_MINUTES"]}
 print(int(Settings.from_env(env).deadline))'
 
@@ -223,7 +223,7 @@ write_dotenv=--write-dotenv
 if [ "$mode" = print ]; then
   write_dotenv=
 fi
-interval=$(cd "$project_dir" && "$python" -m analytics_refresh.schedule ${write_dotenv:+"$write_dotenv"} "$schedule") ||
+interval=$(cd "$project_dir" && "$python" -m analytics_refresh.config.schedule ${write_dotenv:+"$write_dotenv"} "$schedule") ||
   fail 2 "--schedule '$schedule': cannot tell how often it runs" "e.g. --schedule '*/10 * * * *'"
 interval_part="export REFRESH_INTERVAL_MINUTES=$interval && "
 

@@ -8,7 +8,7 @@ and ``--preflight-only``; exits with the run's code.
 
 import sys
 
-from analytics_refresh.manual import main
+from analytics_refresh.ops.manual import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

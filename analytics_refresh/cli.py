@@ -11,10 +11,11 @@ import sys
 from collections.abc import Mapping, Sequence
 
 import api_key_auth
-
-from . import __version__, promise
-from .errors import ConfigError
-from .options import (
+from analytics_refresh import __version__
+from analytics_refresh.config.settings import PLATFORMS, Settings, flag_type, number
+from analytics_refresh.errors import ConfigError
+from analytics_refresh.model import promise
+from analytics_refresh.ops.options import (
     Parser,
     add_run_options,
     add_sample_options,
@@ -22,9 +23,8 @@ from .options import (
     client_id,
     platforms,
 )
-from .options import int_between as _int_between
-from .process import Command, handle_signals, run_command
-from .settings import PLATFORMS, Settings, flag_type, number
+from analytics_refresh.ops.options import int_between as _int_between
+from analytics_refresh.ops.process import Command, handle_signals, run_command
 
 
 def _positive_float(text: str) -> float:
@@ -213,7 +213,7 @@ def build_parser() -> Parser:
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_run(args, settings: Settings, proc) -> int:
-    from .runner import execute_run
+    from analytics_refresh.run.runner import execute_run
 
     with handle_signals(proc.stop):
         proc.result = execute_run(
@@ -235,7 +235,7 @@ def cmd_token(args, settings: Settings, proc) -> int:
 
 
 def cmd_db(args, settings: Settings, proc) -> int:
-    from . import db
+    from analytics_refresh.store import db
 
     if args.db_command == "stop":
         print(db.stop_embedded(settings.data_dir))
@@ -243,7 +243,7 @@ def cmd_db(args, settings: Settings, proc) -> int:
     url = db.database_url(settings)
     with db.connection(url) as conn:
         if args.db_command == "prune":
-            from .prune import prune
+            from analytics_refresh.store.prune import prune
 
             db.require_runner_tables(conn)
             days = settings.history_days if args.days is None else args.days
@@ -257,7 +257,7 @@ def cmd_db(args, settings: Settings, proc) -> int:
             f"Runner tables ready (refresh_runs, refresh_jobs, refresh_state) in {db.describe(url)}"
         )
         if args.db_command == "seed":
-            from .demo import seed
+            from analytics_refresh.ops.demo import seed
 
             print(seed(conn, args))
         elif args.with_api_schema:
@@ -269,7 +269,7 @@ def cmd_db(args, settings: Settings, proc) -> int:
 
 
 def cmd_serve(args, settings: Settings, proc) -> int:
-    from . import db
+    from analytics_refresh.store import db
 
     secret = settings.require_secret()
     url = db.database_url(settings)
@@ -289,13 +289,13 @@ def cmd_serve(args, settings: Settings, proc) -> int:
 
 
 def cmd_check(args, settings: Settings, proc) -> int:
-    from .check import run_checks
+    from analytics_refresh.ops.check import run_checks
 
     return run_checks(settings)
 
 
 def cmd_status(args, settings: Settings, proc) -> int:
-    from .status import KeyList, show_status
+    from analytics_refresh.ops.status import KeyList, show_status
 
     keys = KeyList(
         wanted=args.keys or args.stale_only or args.limit is not None,
@@ -328,7 +328,7 @@ def cmd_report(args, settings: Settings, proc) -> int:
 
 
 def cmd_demo(args, settings: Settings, proc) -> int:
-    from .demo import run_demo
+    from analytics_refresh.ops.demo import run_demo
 
     with handle_signals(proc.stop):
         return run_demo(settings, args, proc)
@@ -336,8 +336,8 @@ def cmd_demo(args, settings: Settings, proc) -> int:
 
 def _explain_settings(exc: ConfigError) -> None:
     """Show settings that could not be read as the checklist's first, failed line."""
-    from .check import invalid_settings
-    from .console import output_console, print_check
+    from analytics_refresh.ops.check import invalid_settings
+    from analytics_refresh.ui.console import output_console, print_check
 
     console = output_console()
     print_check(console, invalid_settings(exc))

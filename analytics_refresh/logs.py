@@ -18,8 +18,8 @@ import re
 import sys
 from pathlib import Path
 
-from .settings import Settings
-from .text import plain
+from analytics_refresh.config.settings import Settings
+from analytics_refresh.text import plain
 
 LOGGER_NAME = "analytics_refresh"
 TEXT_FORMAT = "%(asctime)s - %(message)s"

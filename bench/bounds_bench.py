@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_db  # noqa: E402
 
-from analytics_refresh import heartbeat  # noqa: E402
+from analytics_refresh.http import heartbeat  # noqa: E402
 from tests.backend import Answer, Backend  # noqa: E402
 from tests.silent_proxy import SilentProxy  # noqa: E402
 

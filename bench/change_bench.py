@@ -40,7 +40,7 @@ import change_records
 import change_sim
 from change_sim import DAY, START, Simulation
 
-from analytics_refresh import promise
+from analytics_refresh.model import promise
 
 CLASSIC_INTERVAL = 2 * 3600.0
 CHANGE_INTERVAL = 600.0

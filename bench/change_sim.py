@@ -26,11 +26,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from analytics_refresh.changes import decide
-from analytics_refresh.ordering import JobQueue, schedule
-from analytics_refresh.plan import SOURCE_PLATFORMS, Job
-from analytics_refresh.records import KeyState
-from analytics_refresh.settings import PLATFORMS
+from analytics_refresh.config.settings import PLATFORMS
+from analytics_refresh.run.changes import decide
+from analytics_refresh.run.ordering import JobQueue, schedule
+from analytics_refresh.store.plan import SOURCE_PLATFORMS, Job
+from analytics_refresh.store.records import KeyState
 
 DAY = 86400.0
 # A Monday, midnight UTC: the first simulated instant. Phases are hashed against the epoch,

@@ -118,9 +118,9 @@ def write_seconds(env: dict, url: str, path: Path) -> float:
     """Return the seconds the run's publish step takes to read the record and write the file."""
     code = (
         "import sys, time\n"
-        "from analytics_refresh.metrics import publish\n"
-        "from analytics_refresh.runner import RunResult\n"
-        "from analytics_refresh.settings import Settings\n"
+        "from analytics_refresh.ops.metrics import publish\n"
+        "from analytics_refresh.run.runner import RunResult\n"
+        "from analytics_refresh.config.settings import Settings\n"
         "import os\n"
         "settings = Settings.from_env(os.environ)\n"
         "now = time.time()\n"
@@ -155,8 +155,8 @@ def summary_cpu(env: dict, url: str) -> tuple[float, float | None, float]:
     CPU seconds do not grow with the machine's load the way wall seconds do on a shared
     machine; the backend's are readable only when the server runs here.
     """
-    from analytics_refresh import key_freshness
-    from analytics_refresh.settings import Settings
+    from analytics_refresh.config.settings import Settings
+    from analytics_refresh.store import key_freshness
 
     settings = Settings.from_env({**env, "DATABASE_URL": url})
     conn = data.connect(url)

@@ -18,7 +18,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from analytics_refresh import db as runner_db
+from analytics_refresh.store import db as runner_db
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = f"ar_template_{os.getpid()}"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from analytics_refresh.change_query import ChangeQueryError, read_only, refusal
 from analytics_refresh.cli import main
+from analytics_refresh.store.change_query import ChangeQueryError, read_only, refusal
 from tests.conftest import connect_clients, log_lines
 from tests.runs import ALICE, BOB
 

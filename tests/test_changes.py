@@ -9,10 +9,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from analytics_refresh.changes import decide, job_key, latest_due, phase_seconds
 from analytics_refresh.cli import main
-from analytics_refresh.plan import Job
-from analytics_refresh.records import KeyState
+from analytics_refresh.run.changes import decide, job_key, latest_due, phase_seconds
+from analytics_refresh.store.plan import Job
+from analytics_refresh.store.records import KeyState
 from tests.conftest import connect_clients, log_lines
 from tests.runs import ALICE, BOB, jobs
 

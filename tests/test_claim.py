@@ -9,10 +9,10 @@ import psycopg2.extensions
 
 from analytics_refresh.cli import main
 from analytics_refresh.clock import Deadline
-from analytics_refresh.outcome import JobRecord
-from analytics_refresh.pending import PendingRecords
-from analytics_refresh.plan import Job
-from analytics_refresh.writes import RunWriter
+from analytics_refresh.model.outcome import JobRecord
+from analytics_refresh.store.pending import PendingRecords
+from analytics_refresh.store.plan import Job
+from analytics_refresh.store.writes import RunWriter
 from tests.conftest import connect_clients, log_lines
 from tests.faults.test_exclusivity import running_row
 from tests.faults.test_process_faults import fetch

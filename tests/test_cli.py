@@ -13,8 +13,8 @@ import pytest
 
 import api_key_auth
 from analytics_refresh.cli import main
+from analytics_refresh.config.settings import Settings
 from analytics_refresh.errors import ConfigError
-from analytics_refresh.settings import Settings
 from tests.conftest import connect_clients
 
 ROOT = Path(__file__).resolve().parent.parent

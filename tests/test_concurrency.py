@@ -14,9 +14,9 @@ import threading
 import pytest
 
 from analytics_refresh.cli import main
-from analytics_refresh.client import Attempt, Verdict
-from analytics_refresh.concurrency import AdaptiveLimit, FixedLimit, make_limit
-from analytics_refresh.outcome import Failure
+from analytics_refresh.http.client import Attempt, Verdict
+from analytics_refresh.model.outcome import Failure
+from analytics_refresh.run.concurrency import AdaptiveLimit, FixedLimit, make_limit
 from tests.backend import Answer
 from tests.conftest import connect_clients, log_lines
 from tests.runs import jobs
@@ -65,7 +65,7 @@ def limit_moves():
         def emit(self, record: logging.LogRecord) -> None:
             moves.append(record.getMessage())
 
-    logger = logging.getLogger("analytics_refresh.concurrency")
+    logger = logging.getLogger("analytics_refresh.run.concurrency")
     handler, level = Catch(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analytics_refresh.settings import API_VARIABLES, SPECIAL_VARIABLES, VARIABLES, Settings
+from analytics_refresh.config.settings import API_VARIABLES, SPECIAL_VARIABLES, VARIABLES, Settings
 from dashboard_api import config as api_config
 from tests.conftest import ROOT
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg2.extensions
 import pytest
 
-from analytics_refresh import names
 from analytics_refresh.cli import main
-from analytics_refresh.settings import KNOWN_VARIABLES, PREFIXES
+from analytics_refresh.config import names
+from analytics_refresh.config.settings import KNOWN_VARIABLES, PREFIXES
 from tests.conftest import ROOT, connect_clients
 from tests.ops_helpers import PingRecorder
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import psycopg2.extensions
 import pytest
 
-from analytics_refresh import promise
-from analytics_refresh.answers import expiry
 from analytics_refresh.cli import main
-from analytics_refresh.settings import Settings
+from analytics_refresh.config.settings import Settings
+from analytics_refresh.http.answers import expiry
+from analytics_refresh.model import promise
 from dashboard_api import create_app
 from dashboard_api.demo import add_orders, load_demo
 from dashboard_api.server import start_background

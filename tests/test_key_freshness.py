@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from analytics_refresh.cli import main
-from analytics_refresh.plan import shard_of
+from analytics_refresh.store.plan import shard_of
 
 WORST = "analytics_refresh_worst_key_last_current_timestamp_seconds"
 
@@ -254,8 +254,8 @@ def add_checking_run(db, shard: str, minutes_ago: float, wrote: list[tuple[str, 
 
 
 def test_the_database_and_the_run_agree_when_each_key_was_last_current(run_env, db, capsys):
-    from analytics_refresh import key_freshness, records
-    from analytics_refresh.settings import Settings
+    from analytics_refresh.config.settings import Settings
+    from analytics_refresh.store import key_freshness, records
 
     clients = build_fleet(db, 60, age_minutes=300)
     with db.cursor() as cur:  # change-aware keys; one copy expired before a check, one lives

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from analytics_refresh.settings import Settings
+from analytics_refresh.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = "analytics-refresh-listen.service"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from analytics_refresh.listen.pending import Pending, plan
-from analytics_refresh.plan import Job
+from analytics_refresh.store.plan import Job
 from tests.conftest import connect_clients
 from tests.listen_helpers import listening, refreshed, request, start, stop, wait_for
 from tests.runs import ALICE

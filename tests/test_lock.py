@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analytics_refresh.lock import RunLock
-from analytics_refresh.settings import Shard
+from analytics_refresh.config.settings import Shard
+from analytics_refresh.run.lock import RunLock
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import logging
 import os
 from pathlib import Path
 
+from analytics_refresh.config.settings import Settings
 from analytics_refresh.logs import get_logger, setup_logging
-from analytics_refresh.settings import Settings
 
 
 def test_the_log_rotates_by_size(tmp_path, monkeypatch):

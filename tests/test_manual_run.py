@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from analytics_refresh.manual import main
+from analytics_refresh.ops.manual import main
 from tests.backend import Answer
 from tests.conftest import ROOT, connect_clients
 from tests.ops_helpers import CachingBackend, PingRecorder, create_cache_table
@@ -149,7 +149,7 @@ def test_script_piped_to_a_file_prints_plain_lines_and_pings(env, db, tmp_path):
 
 
 def test_a_held_lock_is_said_once(env, db, capsys):
-    from analytics_refresh.lock import lock_key
+    from analytics_refresh.run.lock import lock_key
 
     with db.cursor() as cur:
         cur.execute("SELECT pg_advisory_lock(%s)", (lock_key(None),))

@@ -13,7 +13,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from analytics_refresh.cli import main
-from analytics_refresh.lock import lock_key
+from analytics_refresh.run.lock import lock_key
 from tests.backend import Answer
 from tests.conftest import ROOT, connect_clients, log_lines
 from tests.ops_helpers import PingRecorder, SilentMonitor

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from analytics_refresh.cli import main
-from analytics_refresh.ordering import JobQueue, schedule
-from analytics_refresh.plan import Job
-from analytics_refresh.records import KeyState
+from analytics_refresh.run.ordering import JobQueue, schedule
+from analytics_refresh.store.plan import Job
+from analytics_refresh.store.records import KeyState
 from tests.backend import Answer
 from tests.conftest import connect_clients, log_lines
 from tests.runs import ALICE, BOB, CAROL, jobs

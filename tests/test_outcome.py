@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from analytics_refresh.cli import main
-from analytics_refresh.outcome import Ending, RunFacts, decide
+from analytics_refresh.model.outcome import Ending, RunFacts, decide
 from tests.backend import Answer
 from tests.conftest import connect_clients, log_lines
 from tests.runs import ALICE, BOB

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from analytics_refresh.client import parse_retry_after
-from analytics_refresh.retry import RetryPolicy
+from analytics_refresh.http.client import parse_retry_after
+from analytics_refresh.http.retry import RetryPolicy
 
 
 def test_full_jitter_stays_under_the_exponential_ceiling():

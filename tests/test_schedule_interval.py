@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analytics_refresh.schedule import interval_minutes, main
+from analytics_refresh.config.schedule import interval_minutes, main
 
 
 @pytest.mark.parametrize(

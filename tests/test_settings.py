@@ -14,8 +14,8 @@ import psycopg2.extensions
 import pytest
 
 from analytics_refresh.cli import main
-from analytics_refresh.options import add_run_options, apply_run_options
-from analytics_refresh.settings import Settings
+from analytics_refresh.config.settings import Settings
+from analytics_refresh.ops.options import add_run_options, apply_run_options
 from tests.conftest import SECRET, connect_clients, log_lines
 from tests.runs import ALICE, BOB, CAROL
 
@@ -65,7 +65,7 @@ def dry_run(argv: list[str], environ: dict, capsys) -> tuple[int, list[str]]:
 
 def settings_from_flag(flag: list[str], environ: dict) -> Settings:
     """The settings a run gets from ``flag`` on top of ``environ``."""
-    from analytics_refresh.options import Parser
+    from analytics_refresh.ops.options import Parser
 
     parser = Parser(prog="run")
     add_run_options(parser)

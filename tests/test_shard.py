@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from analytics_refresh.cli import main
-from analytics_refresh.plan import build_plan, shard_of
-from analytics_refresh.settings import Settings, Shard
+from analytics_refresh.config.settings import Settings, Shard
+from analytics_refresh.store.plan import build_plan, shard_of
 from tests.conftest import connect_clients
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from analytics_refresh import db as runner_db
 from analytics_refresh.cli import main
+from analytics_refresh.store import db as runner_db
 from tests.backend import Answer
 from tests.conftest import connect_clients, log_lines
 from tests.runs import ALICE, BOB
@@ -227,10 +227,10 @@ def test_a_batch_written_twice_counts_a_failure_once_and_an_abandoned_run_writes
     """After a lost acknowledgement the writer repeats its statement; a run marked abandoned
     while cut off from the database flushes late. Neither may bend the keys' state."""
     from analytics_refresh.clock import Deadline
-    from analytics_refresh.outcome import JobRecord
-    from analytics_refresh.pending import PendingRecords
-    from analytics_refresh.plan import Job
-    from analytics_refresh.writes import RunWriter
+    from analytics_refresh.model.outcome import JobRecord
+    from analytics_refresh.store.pending import PendingRecords
+    from analytics_refresh.store.plan import Job
+    from analytics_refresh.store.writes import RunWriter
 
     job = Job(BOB, "shopify")
     history = RunWriter(db_url, trigger="cron", deadline=Deadline(60))

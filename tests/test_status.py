@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from analytics_refresh import db as runner_db
 from analytics_refresh.cli import main
+from analytics_refresh.store import db as runner_db
 from tests.conftest import connect_clients
 
 ALICE = "3b619a14-3cd8-49fa-9c24-d8df5e54c452"  # shopify + amazon

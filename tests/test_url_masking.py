@@ -10,7 +10,7 @@ import psycopg2.extensions
 import pytest
 
 from analytics_refresh.cli import main
-from analytics_refresh.urls import display_url, url_secrets
+from analytics_refresh.config.urls import display_url, url_secrets
 from tests.conftest import connect_clients
 from tests.ops_helpers import PingRecorder
 

@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from .. import db
-from ..errors import first_line
-from ..heartbeat import Heartbeat
-from ..key_claims import RENEW_SECONDS, Claims
+from analytics_refresh.errors import first_line
+from analytics_refresh.http.heartbeat import Heartbeat
+from analytics_refresh.store import db
+from analytics_refresh.store.key_claims import RENEW_SECONDS, Claims
+
 from . import queries as sql
 from .gauges import Gauges
 from .guard import bounded

@@ -21,8 +21,8 @@ from prometheus_client import (
     write_to_textfile,
 )
 
-from ..settings import Settings
-from ..urls import public_host
+from analytics_refresh.config.settings import Settings
+from analytics_refresh.config.urls import public_host
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .. import db
-from ..key_claims import LEASE_SECONDS
+from analytics_refresh.store import db
+from analytics_refresh.store.key_claims import LEASE_SECONDS
+
 from . import pending as pending_keys
 from . import queries as sql
 

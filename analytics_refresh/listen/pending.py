@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from .. import key_freshness
-from ..plan import Job
+from analytics_refresh.store import key_freshness
+from analytics_refresh.store.plan import Job
+
 from . import queries as sql
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import psycopg2
 
-from .. import db
-from ..errors import DatabaseError
-from ..settings import Settings
+from analytics_refresh.config.settings import Settings
+from analytics_refresh.errors import DatabaseError
+from analytics_refresh.store import db
+
 from . import queries as sql
 
 

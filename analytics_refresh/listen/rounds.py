@@ -16,17 +16,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .. import changes
-from ..claim import RunClaim
-from ..client import RefreshClient
-from ..clock import Deadline
-from ..errors import DatabaseError
-from ..jobs import JobRunner
-from ..key_claims import Claims
-from ..outcome import RunFacts, decide
-from ..plan import Job
-from ..settings import Settings
-from ..stop import StopRequest
+from analytics_refresh.clock import Deadline
+from analytics_refresh.config.settings import Settings
+from analytics_refresh.errors import DatabaseError
+from analytics_refresh.http.client import RefreshClient
+from analytics_refresh.model.outcome import RunFacts, decide
+from analytics_refresh.model.stop import StopRequest
+from analytics_refresh.run import changes
+from analytics_refresh.run.claim import RunClaim
+from analytics_refresh.run.jobs import JobRunner
+from analytics_refresh.store.key_claims import Claims
+from analytics_refresh.store.plan import Job
 
 log = logging.getLogger(__name__)
 

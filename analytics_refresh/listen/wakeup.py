@@ -16,9 +16,10 @@ import time
 import psycopg2
 import psycopg2.extensions
 
-from ..errors import DatabaseError, first_line
-from ..logs import redact
-from ..urls import database_password
+from analytics_refresh.config.urls import database_password
+from analytics_refresh.errors import DatabaseError, first_line
+from analytics_refresh.logs import redact
+
 from . import queries as sql
 
 CONNECT_SECONDS = 10.0

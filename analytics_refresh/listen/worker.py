@@ -19,14 +19,15 @@ import time
 
 import psycopg2
 
-from .. import db
-from ..client import RefreshClient
-from ..concurrency import make_limit
-from ..errors import DatabaseError, first_line
-from ..heartbeat import Heartbeat
-from ..key_claims import LEASE_SECONDS, Claims
-from ..settings import Settings
-from ..stop import StopRequest
+from analytics_refresh.config.settings import Settings
+from analytics_refresh.errors import DatabaseError, first_line
+from analytics_refresh.http.client import RefreshClient
+from analytics_refresh.http.heartbeat import Heartbeat
+from analytics_refresh.model.stop import StopRequest
+from analytics_refresh.run.concurrency import make_limit
+from analytics_refresh.store import db
+from analytics_refresh.store.key_claims import LEASE_SECONDS, Claims
+
 from . import pending as pending_keys
 from . import queries as sql
 from . import rounds

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import promise
-from ..settings import Settings
+from analytics_refresh.config.settings import Settings
+from analytics_refresh.model import promise
 
 CLASSIC = "classic"
 CHANGE_AWARE = "change-aware"

@@ -9,8 +9,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .. import db
-from ..settings import Settings
+from analytics_refresh.config.settings import Settings
+from analytics_refresh.store import db
+
 from .figures import STATEMENT_SECONDS, Figures, collect
 
 DEFAULT_OUT = "freshness-report.html"

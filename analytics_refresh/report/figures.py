@@ -13,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .. import db, records
-from ..plan import Job
+from analytics_refresh.store import db, records
+from analytics_refresh.store.plan import Job
+
 from . import queries as q
 from .bounds import Bounds, bounds_for
 from .grid import GRID_KEYS, Cell, Key, ceil_minute, disconnected, lines, worst_keys

@@ -179,7 +179,7 @@ def test_the_build_context_builds_the_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "api_key_auth.py" in names
     assert "analytics_refresh/cli.py" in names
-    assert any(fnmatch.fnmatch(n, "analytics_refresh/sql/*.sql") for n in names)
+    assert any(fnmatch.fnmatch(n, "analytics_refresh/store/sql/*.sql") for n in names)
     assert "dashboard_api/schema.sql" in names
 
 

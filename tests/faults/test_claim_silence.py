@@ -8,14 +8,14 @@ import time
 
 import pytest
 
-from analytics_refresh.claim import CLOSE_SECONDS, CONFIRM_SECONDS, FINAL_SECONDS, RunClaim
 from analytics_refresh.cli import main
 from analytics_refresh.clock import Deadline
-from analytics_refresh.gate import may_start
-from analytics_refresh.outcome import JobRecord
-from analytics_refresh.plan import Job
-from analytics_refresh.settings import Settings
-from analytics_refresh.stop import StopRequest
+from analytics_refresh.config.settings import Settings
+from analytics_refresh.model.gate import may_start
+from analytics_refresh.model.outcome import JobRecord
+from analytics_refresh.model.stop import StopRequest
+from analytics_refresh.run.claim import CLOSE_SECONDS, CONFIRM_SECONDS, FINAL_SECONDS, RunClaim
+from analytics_refresh.store.plan import Job
 from tests.backend import Answer
 from tests.conftest import log_lines
 from tests.faults.proxy import SilentProxy

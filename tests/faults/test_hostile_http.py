@@ -23,9 +23,9 @@ import pytest
 import requests
 
 from analytics_refresh.cli import main
-from analytics_refresh.client import RefreshClient, Verdict, new_session, probe
-from analytics_refresh.plan import Job
-from analytics_refresh.settings import Settings
+from analytics_refresh.config.settings import Settings
+from analytics_refresh.http.client import RefreshClient, Verdict, new_session, probe
+from analytics_refresh.store.plan import Job
 from tests.conftest import log_lines
 from tests.runs import CAROL, jobs
 
@@ -376,9 +376,9 @@ def test_a_gzip_bomb_takes_no_memory_in_a_process_of_its_own(hostile):
     server = hostile(answer(200, bomb("gzip"), _encoding_header("gzip")))
     code = (
         "import resource, sys\n"
-        "from analytics_refresh.client import RefreshClient\n"
-        "from analytics_refresh.plan import Job\n"
-        "from analytics_refresh.settings import Settings\n"
+        "from analytics_refresh.http.client import RefreshClient\n"
+        "from analytics_refresh.store.plan import Job\n"
+        "from analytics_refresh.config.settings import Settings\n"
         "c = RefreshClient(Settings.from_env({'ANALYTICS_API_URL': sys.argv[1]}))\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "a = c.refresh(Job(sys.argv[2], 'amazon'), 'token', 1.0)\n"

@@ -18,14 +18,14 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from analytics_refresh import db as runner_db
-from analytics_refresh.claim import CLOSE_SECONDS, CONFIRM_SECONDS, FINAL_SECONDS, RunClaim
 from analytics_refresh.clock import Deadline
-from analytics_refresh.gate import may_start
-from analytics_refresh.outcome import JobRecord
-from analytics_refresh.plan import Job
-from analytics_refresh.settings import Settings
-from analytics_refresh.stop import StopRequest
+from analytics_refresh.config.settings import Settings
+from analytics_refresh.model.gate import may_start
+from analytics_refresh.model.outcome import JobRecord
+from analytics_refresh.model.stop import StopRequest
+from analytics_refresh.run.claim import CLOSE_SECONDS, CONFIRM_SECONDS, FINAL_SECONDS, RunClaim
+from analytics_refresh.store import db as runner_db
+from analytics_refresh.store.plan import Job
 from tests.backend import Answer
 from tests.conftest import ROOT, connect_clients, log_lines
 from tests.faults.test_process_faults import fetch, finish, many_clients, start_run, wait_for
