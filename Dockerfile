@@ -2,7 +2,7 @@
 #
 # One image, two roles:
 #   default command       supercronic runs the refresh every two hours (docker-cron)
-#   gunicorn --config python:dashboard_api.gunicorn_config --bind 0.0.0.0:8000 \
+#   gunicorn --config python:dashboard_api.gunicorn_config --bind 0.0.0.0:5000 \
 #            'dashboard_api:create_app()'
 #                         the reference dashboard API
 # Build: docker build -t analytics-refresh .   compose.yaml shows the whole stack.
@@ -67,7 +67,7 @@ RUN mkdir logs .data \
  && supercronic -test /app/docker-cron
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 5000
 # Healthy while every cache is fresher than 2.5 hours. The start period covers the wait
 # for the first scheduled run, up to two hours after the container starts.
 HEALTHCHECK --interval=5m --timeout=60s --start-period=150m --retries=2 \

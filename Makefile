@@ -30,6 +30,8 @@ lint: $(STAMP)
 # when it can (root with apt-get) and says so when it cannot.
 test: lint
 	bash scripts/install-test-tools.sh
+	@echo "The whole suite (a real PostgreSQL, servers, crontabs) takes several minutes;"
+	@echo "one file: $(BIN)/python -m pytest -q tests/test_run.py"
 	$(BIN)/python -m pytest
 
 clean:

@@ -77,8 +77,21 @@ if not exist "!PROJECT_DIR!\!ENTRY!" goto no_entry
 if not exist "!PYTHON!" goto no_venv
 if not exist "!PROJECT_DIR!\.env" goto no_env
 
-rem The task's command. Inside /TR, \" is a literal quote (schtasks' own quoting rule).
-set "TASK_RUN=cmd /c cd /d \"!PROJECT_DIR!\" && \"!PYTHON!\" !ENTRY! >> logs\cron_output.log 2>&1"
+rem The schedule's interval goes into the task's command: the runs' freshness promise and
+rem deadline follow it. A schedule shorter than two hours without a change query refreshes
+rem every key every run: the same step warns of it (and of a .env that says otherwise).
+rem Installing also sets it in .env, for the commands run by hand (/print changes nothing).
+set "INTERVAL=120"
+if defined EVERY set "INTERVAL=!EVERY!"
+set "WRITE_DOTENV=--write-dotenv"
+if "%MODE%"=="print" set "WRITE_DOTENV="
+pushd "!PROJECT_DIR!"
+"!PYTHON!" -m analytics_refresh.schedule !WRITE_DOTENV! --minutes !INTERVAL! >nul
+popd
+
+rem The task's command. Inside /TR, \" is a literal quote (schtasks' own quoting rule);
+rem no blank before && keeps the value free of a trailing space.
+set "TASK_RUN=cmd /c set REFRESH_INTERVAL_MINUTES=!INTERVAL!&& cd /d \"!PROJECT_DIR!\" && \"!PYTHON!\" !ENTRY! >> logs\cron_output.log 2>&1"
 
 if "%MODE%"=="print" goto print
 
@@ -135,5 +148,8 @@ echo Usage: cron_setup.bat [/print] [/uninstall] [/every MINUTES]
 echo   (no switch)  create or replace the scheduled task Analytics_Refresh_Cron
 echo   /print       show the schtasks command that would be run, change nothing
 echo   /uninstall   delete the scheduled task
-echo   /every N     run every N minutes from 00:00 (1 to 1439) instead of every 2 hours
+echo   /every N     run every N minutes from 00:00 (1 to 1439) instead of every 2 hours;
+echo                under 120, set REFRESH_CHANGE_SQL_FILE in .env first (change-aware
+echo                refresh), or every run refreshes every key
+echo   The task sets REFRESH_INTERVAL_MINUTES to the schedule's interval.
 exit /b 0

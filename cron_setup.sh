@@ -18,10 +18,13 @@ ENTRY=analytics_refresh_cron.py
 MARKER_TAG='# analytics-refresh-cron:'
 DEFAULT_DEADLINE=6600
 LIMIT_MARGIN_SECONDS=300
-# What cron's run will read: .env alone (cron passes almost no environment).
-DEADLINE_PROBE='from pathlib import Path
+# What cron's run will read: .env (cron passes almost no environment) and the interval the
+# line exports.
+DEADLINE_PROBE='import os
+from pathlib import Path
 from analytics_refresh.settings import Settings, read_dotenv
-print(int(Settings.from_env(read_dotenv(Path(".env"))).deadline))'
+env = {**read_dotenv(Path(".env")), "REFRESH_INTERVAL_MINUTES": os.environ["REFRESH_INTERVAL_MINUTES"]}
+print(int(Settings.from_env(env).deadline))'
 
 usage() {
   cat <<EOF
@@ -30,6 +33,10 @@ Usage: $0 [--print | --uninstall] [--schedule EXPR] [--user USER]
 Installs one crontab line that runs $ENTRY from this project directory
 with the project's .venv Python, every two hours ('$DEFAULT_SCHEDULE').
 Running it again replaces that line; every other line of the crontab is kept as it is.
+The line sets REFRESH_INTERVAL_MINUTES to the schedule's interval (and so does .env, where
+installing sets it too, for the commands you run by hand). A schedule shorter than
+two hours is meant for change-aware refresh: set REFRESH_CHANGE_SQL_FILE in .env first,
+or every run refreshes every key (the installer warns).
 
   --print          show the line that would be installed, change nothing
   --uninstall      remove the line (only this project's), change nothing else
@@ -207,13 +214,26 @@ fi
 [ -f "$project_dir/.env" ] || fail 1 "there is no $project_dir/.env with the settings" \
   "cd $(sh_quote "$project_dir") && cp .env.example .env, then set DATABASE_URL, API_SECRET_KEY and ANALYTICS_API_URL in it"
 
+# The schedule's interval goes into the line: the freshness promise, the deadline and the
+# change detection of the runs it starts are judged by it. The same step warns (stderr)
+# when a short schedule has no change query: every run would refresh every key.
+# Installing also sets it in .env, so that check and status run by hand judge the same
+# schedule (--print changes nothing).
+write_dotenv=--write-dotenv
+if [ "$mode" = print ]; then
+  write_dotenv=
+fi
+interval=$(cd "$project_dir" && "$python" -m analytics_refresh.schedule ${write_dotenv:+"$write_dotenv"} "$schedule") ||
+  fail 2 "--schedule '$schedule': cannot tell how often it runs" "e.g. --schedule '*/10 * * * *'"
+interval_part="export REFRESH_INTERVAL_MINUTES=$interval && "
+
 # An outer limit on each run, for a process hung where the runner cannot bound itself: its
 # deadline (REFRESH_DEADLINE as .env sets it now) plus room to record how it ended, then
 # SIGTERM (the run stops and records itself, exit 6) and SIGKILL a minute after that.
 limit_part=""
 timeout_bin=$(command -v timeout 2>/dev/null || command -v gtimeout 2>/dev/null || true)
 if [ -n "$timeout_bin" ]; then
-  deadline=$(cd "$project_dir" && "$python" -c "$DEADLINE_PROBE" 2>/dev/null) || deadline=""
+  deadline=$(cd "$project_dir" && REFRESH_INTERVAL_MINUTES=$interval "$python" -c "$DEADLINE_PROBE" 2>/dev/null) || deadline=""
   case "$deadline" in
     "" | *[!0-9]*)
       echo "Warning: could not read REFRESH_DEADLINE from .env; the outer limit assumes ${DEFAULT_DEADLINE}s." >&2
@@ -222,7 +242,7 @@ if [ -n "$timeout_bin" ]; then
   esac
   limit_part="$(sh_quote "$timeout_bin") --kill-after=60 $((deadline + LIMIT_MARGIN_SECONDS)) "
 fi
-command_part="cd $(sh_quote "$project_dir") && ${limit_part}$(sh_quote "$python") $ENTRY >>logs/cron_output.log 2>&1"
+command_part="${interval_part}cd $(sh_quote "$project_dir") && ${limit_part}$(sh_quote "$python") $ENTRY >>logs/cron_output.log 2>&1"
 line="$schedule $(cron_escape "$command_part") $marker"
 
 if [ "$mode" = print ]; then
@@ -244,6 +264,7 @@ write_crontab "$workdir/new"
 echo "Installed in $crontab_owner's crontab:"
 echo "  $line"
 echo "It runs at '$schedule' in this machine's time zone, now $(date +%Z) (UTC is recommended)."
+echo "Its runs get REFRESH_INTERVAL_MINUTES=$interval (the longest gap between two runs)."
 echo "See it:        $list_cmd"
 echo "Its log:       tail -f $(sh_quote "$project_dir/logs/analytics_refresh_cron.log")"
 echo "Run it now:    cd $(sh_quote "$project_dir") && .venv/bin/python $ENTRY"

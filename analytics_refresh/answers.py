@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
 
 import ijson
 
@@ -215,3 +217,46 @@ def plain_text(text: str, secrets: tuple[str, ...] = (), limit: int = MAX_TEXT) 
     # Mask first, so that no cut below can leave half a token unrecognised.
     text = redact(text[: 64 * limit], secrets)
     return plain(" ".join(text[: 8 * limit].split()))[:limit]
+
+
+# -- until when an answer's copy holds --------------------------------------------------------
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?([0-9]{1,12})\"?\s*(?:,|$)", re.I)
+# An expiry further out than this is no promise the runner can act on: stored as this.
+MAX_LIFETIME = timedelta(days=3650)
+
+
+def expiry(
+    declared: object,
+    cache_control: str | None,
+    expires: str | None,
+    received: datetime,
+) -> datetime | None:
+    """Return until when an answer's copy holds, or None when the answer does not say.
+
+    First the body's ``expires_at`` (ISO 8601; without an offset it is UTC), then the
+    ``Cache-Control`` header's ``max-age`` (seconds after ``received``), then ``Expires``
+    (an HTTP date). A value that cannot be read counts as not said; the result is UTC.
+    """
+    found = _iso_moment(declared) if isinstance(declared, str) else None
+    if found is None and cache_control:
+        match = _MAX_AGE.search(cache_control)
+        if match:
+            found = received + timedelta(seconds=int(match[1]))
+    if found is None and expires:
+        try:
+            found = parsedate_to_datetime(expires.strip())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            found = None
+        if found is not None and found.tzinfo is None:
+            found = found.replace(tzinfo=timezone.utc)
+    if found is None:
+        return None
+    return min(found.astimezone(timezone.utc), received + MAX_LIFETIME)
+
+
+def _iso_moment(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)

@@ -12,6 +12,15 @@ over the period instead of all in one run. A key is due when its last success is
 the latest of its due instants (phase + k x period) up to now; no key's cache is therefore
 older than one period plus one schedule interval plus one run's length.
 
+Expiring: a copy whose answer declared an expiry (``expires_at``, or the caching headers)
+is refreshed before it: when the expiry falls before the next run could refresh it (the
+schedule's interval and a run's length from now). A backend that declares nothing is
+judged by its change key and the max age alone.
+
+An unchanged key is only counted: it gets no row in ``refresh_jobs`` and no write to its
+state; the run row's ``checked_changes`` tells readers that every key of the shard the run
+wrote no row for was current when it started (current.py).
+
 A query that fails, runs past its bound, or returns rows of the wrong shape is a warning
 naming the problem, and the run refreshes every job: never a silent skip.
 """
@@ -27,7 +36,6 @@ from datetime import datetime, timedelta
 from . import change_query
 from .change_query import ChangeQueryError
 from .clock import Deadline
-from .outcome import JobRecord
 from .plan import SOURCE_PLATFORMS, Job, valid_client_id
 from .records import Key, KeyState
 
@@ -101,6 +109,11 @@ def phase_seconds(job: Job, period_seconds: float) -> float:
     return int.from_bytes(digest[:8], "big") % max(1, int(period_seconds))
 
 
+def _latest_due_epoch(job: Job, now_epoch: float, period_seconds: float) -> float:
+    # latest_due in epoch seconds: a run judges every key, and datetimes cost more.
+    return now_epoch - (now_epoch - phase_seconds(job, period_seconds)) % period_seconds
+
+
 def latest_due(job: Job, now: datetime, period_seconds: float) -> datetime:
     """Return the latest instant up to ``now`` at which the key came due."""
     epoch = now.timestamp()
@@ -113,9 +126,10 @@ class Decision:
     """Which jobs run, which are skipped as unchanged, and why each one runs."""
 
     run: list[Job] = field(default_factory=list)
-    skipped: list[JobRecord] = field(default_factory=list)
-    kinds: dict[Job, str] = field(default_factory=dict)  # changed | unchanged | due
+    unchanged: list[Job] = field(default_factory=list)  # no row, no state write: counted
+    kinds: dict[Job, str] = field(default_factory=dict)  # changed | expiring | due | unchanged
     keys: dict[Job, str] = field(default_factory=dict)  # stored with each success
+    seen: dict[Job, datetime] = field(default_factory=dict)  # when a change was first seen
 
 
 def decide(
@@ -126,12 +140,19 @@ def decide(
     connected: Mapping[str, Sequence[str]],
     now: datetime,
     max_age_minutes: float,
+    lead_seconds: float = 0.0,
 ) -> Decision:
-    """Split ``jobs`` into those to refresh (changed or due) and those skipped as unchanged.
+    """Split ``jobs`` into those to refresh (changed, expiring or due) and those skipped as
+    unchanged.
 
     ``connected`` gives each client's connected platforms, which make up its ``all`` key.
+    A copy whose declared expiry falls within ``lead_seconds`` (the schedule's interval and
+    a run) is refreshed now: the next run might come too late to keep a reader from
+    finding it expired.
     """
     period = max_age_minutes * 60
+    now_epoch = now.timestamp()
+    expiring_before = now + timedelta(seconds=lead_seconds)
     decision = Decision()
     for job in jobs:
         key = job_key(job, keys, connected.get(job.client_id, ()))
@@ -140,17 +161,19 @@ def decide(
         state = states.get((job.client_id, job.platform))
         last = state.last_success_at if state else None
         if key is None or last is None or state.change_key != key:
-            decision.kinds[job] = "changed"
-            decision.run.append(job)
-        elif (state.success_planned_at or last) < latest_due(job, now, period):
+            kind = "changed"
+            if last is not None and key is not None and state.change_key is not None:
+                decision.seen[job] = now  # a change of known data, not a first refresh
+        elif state.expires_at is not None and state.expires_at <= expiring_before:
+            kind = "expiring"
+        elif (state.success_planned_at or last).timestamp() < _latest_due_epoch(
+            job, now_epoch, period
+        ):
             # Judged by when the last refresh was planned: a job that ended just after its
             # due instant would otherwise wait a whole extra period plus a run.
-            decision.kinds[job] = "due"
-            decision.run.append(job)
+            kind = "due"
         else:
-            decision.kinds[job] = "unchanged"
-            since = (state.changed_at or last).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-            # The key travels with the record: the state then says the cache is current.
-            record = JobRecord(job, "skipped", error=f"unchanged since {since}", change_key=key)
-            decision.skipped.append(record)
+            kind = "unchanged"
+        decision.kinds[job] = kind
+        (decision.unchanged if kind == "unchanged" else decision.run).append(job)
     return decision

@@ -24,6 +24,7 @@ import requests
 import api_key_auth
 
 from . import db, records
+from .change_check import change_query_result
 from .client import Probe, probe
 from .errors import ConfigError, DatabaseError, RefreshError
 from .logs import redact
@@ -40,6 +41,7 @@ TOKEN_TTL_SECONDS = 300
 HEALTH_TIMEOUT_SECONDS = 10.0
 NO_CLIENT = str(uuid.UUID(int=0))
 ENDPOINT = "Endpoint accepts a token"
+CHANGE_QUERY = "Change query runs"
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Preflight:
                 ("Database reachable", self.check_database),
                 ("Runner tables present", self.check_tables),
                 ("Active clients found", self.check_clients),
+                *((CHANGE_QUERY, self.check_change_query),) * bool(self.settings.change_sql),
                 ("Token mints and verifies", self.check_token),
                 ("API /health answers", self.check_health),
                 (ENDPOINT, self.check_endpoint),
@@ -115,13 +118,24 @@ class Preflight:
         except ConfigError as exc:
             return _fail(name, exc.message, exc.hint or "", exc.exit_code)
         heartbeat = (urlsplit(s.healthcheck_url).hostname or "on") if s.healthcheck_url else "off"
-        return _ok(
-            name,
+        detail = (
             f"API {display_url(s.endpoint_url)}, platforms {','.join(s.platforms)}, concurrency "
-            f"{s.concurrency}, timeout {s.timeout:g}s, {s.max_attempts} attempts, deadline "
-            f"{s.deadline:g}s, API_SECRET_KEY set, heartbeat {heartbeat}, metrics "
-            f"{s.metrics_file or 'off'}",
+            f"{s.concurrency}, timeout {s.timeout:g}s, {s.max_attempts} attempts, interval "
+            f"{s.interval_minutes:g} min, deadline {s.deadline:g}s, API_SECRET_KEY set, "
+            f"heartbeat {heartbeat}, metrics {s.metrics_file or 'off'}, change query "
+            f"{'on' if s.change_sql else 'off'}"
         )
+        if s.warnings:
+            # A misspelt name or a deadline longer than the interval: the settings are
+            # valid one by one, but not what was meant.
+            return Result(
+                name,
+                "warn",
+                f"{detail}; " + "; ".join(s.warnings),
+                "correct the names and values above in .env or the environment "
+                "(.env.example lists every variable)",
+            )
+        return _ok(name, detail)
 
     def check_files(self, name: str) -> Result:
         paths = [self.settings.log_file]
@@ -140,6 +154,7 @@ class Preflight:
 
     def check_database(self, name: str) -> Result:
         try:
+            why = db.source(self.settings)
             url = db.database_url(self.settings)
             self.conn = db.connect(url, application_name="analytics-refresh check")
             with db.boundary(url), self.conn.cursor() as cur:
@@ -147,7 +162,7 @@ class Preflight:
                 version = cur.fetchone()[0]
         except RefreshError as exc:
             return _fail(name, exc.message, exc.hint or "check DATABASE_URL", exc.exit_code)
-        return _ok(name, f"{db.describe(url)}, PostgreSQL {version}")
+        return _ok(name, f"{db.describe(url)} ({why}), PostgreSQL {version}")
 
     def check_tables(self, name: str) -> Result:
         if self.conn is None:
@@ -197,6 +212,12 @@ class Preflight:
         per_platform = Counter(job.platform for job in plan.jobs)
         spread = ", ".join(f"{p} {per_platform[p]}" for p in plan.platforms if per_platform[p])
         return _ok(name, f"{plan.client_count} clients, {len(plan.jobs)} jobs ({spread}){skipped}")
+
+    def check_change_query(self, name: str) -> Result:
+        if self.conn is None:
+            return Result(name, "skip", "no database connection")
+        state, detail, fix = change_query_result(self.conn, self.settings, self.jobs)
+        return Result(name, state, detail, fix, SETTINGS_FAILED if state == "fail" else 0)
 
     def check_token(self, name: str) -> Result:
         secret = self.settings.secret_key
@@ -306,7 +327,7 @@ class Preflight:
             401: "give the API and the runner the same API_SECRET_KEY, and check both "
             "clocks (a token lives minutes)",
             403: "the API must accept a token whose sub is the client and whose scope is "
-            "analytics:read (INTERFACE.md section 7)",
+            "analytics:read (see openapi.yaml)",
             404: f"check ANALYTICS_ENDPOINT (now {self.settings.endpoint}) and that the API "
             "reads the same database as the runner",
             503: "the API is shedding load or its database is down: see /health, retry later",
@@ -343,10 +364,11 @@ def network_reason(exc: requests.RequestException) -> str:
 
 def unreachable_fix(settings: Settings) -> str:
     return (
-        f"start the dashboard API (`analytics-refresh serve`, or gunicorn "
-        "'dashboard_api:create_app()') or correct ANALYTICS_API_URL "
-        f"(now {display_url(settings.api_url)}); "
-        "for HTTPS with a private CA set REFRESH_CA_BUNDLE"
+        f"nothing answers at ANALYTICS_API_URL (now {display_url(settings.api_url)}): start "
+        "the dashboard API there (`analytics-refresh serve` and `gunicorn --config "
+        "python:dashboard_api.gunicorn_config 'dashboard_api:create_app()'` both listen on "
+        "port 5000), or set ANALYTICS_API_URL to where it listens; for HTTPS with a private "
+        "CA set REFRESH_CA_BUNDLE"
     )
 
 

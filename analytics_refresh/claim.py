@@ -9,8 +9,9 @@ renew within (``lease_seconds``): fresh, the new run does nothing; expired, or w
 gone from this host, it is marked ``abandoned`` (lease.py). A session left holding the lock
 by a host that vanished is ended once its run's lease has expired (takeover.py).
 
-While the run goes, ``keep()`` runs one thread that writes finished jobs' records, renews
-the lease and checks the lock; nothing else waits on the database for it. The ground is
+While the run goes, ``keep()`` runs two threads: one checks the lock every second and
+renews the lease on the lock's own session, one writes finished jobs' records; a slow
+write never delays the lease, and nothing else waits on the database for either. The ground is
 the run's scope (every client, or a shard); a listener claims its keys the same way, with
 its own scope and lease.
 """
@@ -21,13 +22,16 @@ import logging
 import threading
 import time
 
+from . import statements as sql
 from .clock import Deadline
-from .errors import LockHeld, first_line
+from .errors import LockHeld, RefreshError, first_line
+from .key_claims import LET_GO
 from .lease import is_alive, lease_seconds, machine_id
 from .lock import RunLock
-from .outcome import Ending, JobRecord, RunFacts, decide
+from .outcome import Ending, JobRecord, OtherRun, RunFacts, decide
 from .pending import PendingRecords
 from .plan import Job
+from .run_claims import holder
 from .settings import Settings
 from .stop import StopRequest
 from .takeover import take_over
@@ -70,7 +74,7 @@ class RunClaim:
         self.lost: str | None = None  # why the lock can no longer be counted on
         self._confirmed_at = time.monotonic()
         self._done = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lease_failed = False
 
     @property
@@ -106,6 +110,7 @@ class RunClaim:
                 age,
             )
             self.writer.mark_abandoned(other, f"left running; its lease was last renewed {age}")
+            self._free_keys_of(other)
         if alive:
             other = alive[0]
             note = f"{other} is still alive (lease renewed {other.lease_age:.0f}s ago)"
@@ -117,32 +122,47 @@ class RunClaim:
         self.writer.insert_run("running", lease_seconds=self.lease, lock_pid=self.lock.backend_pid)
         self._confirmed_at = time.monotonic()
 
+    def _free_keys_of(self, other: OtherRun) -> None:
+        """A run marked abandoned refreshes nothing more: free the keys it had claimed
+        (else this run would skip them until their lease ran out)."""
+        try:
+            if self.writer.query(sql.CLAIMS_TABLE)[0][0]:
+                self.writer.run(LET_GO, (holder(other.run_id),))
+        except RefreshError as exc:  # their lease frees them soon anyway
+            log.warning("Could not free the keys %s had claimed (%s)", other, first_line(exc))
+
     def _skip(self, note: str) -> None:
         ending = decide(RunFacts(error_code=LockHeld.exit_code, error_note=note))
         self.writer.insert_run("skipped", ending=ending)
 
     # -- while the run goes ---------------------------------------------------------------
     def keep(self) -> RunClaim:
-        """Start the thread that writes records, renews the lease and checks the lock."""
+        """Start the claim's two threads: one watches the lock and renews the lease on the
+        lock's own session, one writes finished jobs' records; neither waits on the other."""
         self._confirmed_at = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, name="claim", daemon=True)
-        self._thread.start()
+        for name, loop in (("claim-watch", self._watch), ("claim-write", self._write)):
+            thread = threading.Thread(target=loop, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self
 
-    def _loop(self) -> None:
-        checked_at = renewed_at = time.monotonic()
+    def _watch(self) -> None:
+        renewed_at = time.monotonic()
+        while not self._done.wait(LOCK_CHECK_SECONDS):
+            try:
+                renew = time.monotonic() - renewed_at >= RENEW_SECONDS
+                if renew:
+                    renewed_at = time.monotonic()
+                self.check(renew=renew)
+            except Exception:  # the thread must outlive any one failure, or the run is blind
+                log.exception("The run's lock watch failed once; it goes on")
+
+    def _write(self) -> None:
         while not self._done.wait(FLUSH_SECONDS):
             try:
-                now = time.monotonic()
-                if now - renewed_at >= RENEW_SECONDS:
-                    renewed_at = now
-                    self.renew()
-                if now - checked_at >= LOCK_CHECK_SECONDS:
-                    checked_at = now
-                    self.check()
                 self.pending.write(self.writer)
-            except Exception:  # the thread must outlive any one failure, or the run is blind
-                log.exception("The run's claim thread failed once; it goes on")
+            except Exception:
+                log.exception("The run's record writer failed once; it goes on")
 
     def lost_reason(self) -> str | None:
         """Return why the lock can no longer be counted on, or None; never waits."""
@@ -154,12 +174,16 @@ class RunClaim:
             )
         return self.lost
 
-    def check(self) -> bool:
-        """Ask the database whether the lock is still held; stop the run the moment it is not."""
+    def check(self, *, renew: bool = False) -> bool:
+        """Ask the database whether the lock is still held (and with ``renew``, renew the
+        lease on the same session); stop the run the moment the lock is not held."""
         if self.lost is not None:
             return False
-        if self.lock.still_held():
+        renewal = (sql.RENEW_LEASE, {"run_id": self.run_id}) if renew else None
+        if self.lock.still_held(renewal):
             self._confirmed_at = time.monotonic()
+            if renew:
+                self._renewed(self.lock.also_failed)
             return True
         if self.lock.silent:
             self._lose(
@@ -176,15 +200,10 @@ class RunClaim:
             log.error("❌ Lost the run lock: %s; no new job or retry starts", why)
         self.stop.request(why)
 
-    def renew(self) -> None:
-        try:
-            self.writer.renew_lease()
-        except Exception as exc:  # the run goes on; the lease just ages
-            if not self._lease_failed:
-                log.warning("Could not renew the run's lease (%s)", first_line(exc))
-            self._lease_failed = True
-        else:
-            self._lease_failed = False
+    def _renewed(self, failure: str | None) -> None:
+        if failure is not None and not self._lease_failed:
+            log.warning("Could not renew the run's lease (%s)", failure)  # it just ages
+        self._lease_failed = failure is not None
 
     def queue_planned(self, jobs: list[Job], skipped: list[JobRecord]) -> None:
         """Give every planned job its ``not_attempted`` row, and queue the skipped ones' records."""
@@ -199,32 +218,47 @@ class RunClaim:
 
     # -- the end --------------------------------------------------------------------------
     def stop_keeping(self) -> int:
-        """Stop the thread (bounded) and write what is queued; return the records not written."""
+        """Stop the thread (bounded) and write what is queued; return the records not written.
+
+        Once only: a second call (the way out of a run that raised) returns the same count.
+        """
+        if self._done.is_set():
+            return self.pending.unrecorded
         self._done.set()
-        thread = self._thread
-        if thread is not None:
-            # A database known to be silent gets no more time: cut at once.
-            silent = self.lost is not None and self.lost.startswith(STOPPED_ANSWERING)
-            thread.join(0.5 if silent else CLOSE_SECONDS)
-            if thread.is_alive():
-                log.error(
-                    "❌ %s: the run's record has waited over %gs; cutting its connection",
-                    STOPPED_ANSWERING.capitalize(),
-                    CLOSE_SECONDS,
-                )
-                self.writer.give_up_at = time.monotonic()
-                self.writer.cut()
-                thread.join(CLOSE_SECONDS)
+        # A database known to be silent gets no more time: cut at once.
+        silent = self.lost is not None and self.lost.startswith(STOPPED_ANSWERING)
+        until = time.monotonic() + (0.5 if silent else CLOSE_SECONDS)
+        for thread in self._threads:
+            thread.join(max(0.0, until - time.monotonic()))
+        writing = len(self._threads) > 1 and self._threads[1].is_alive()
+        if writing:
+            log.error(
+                "❌ %s: the run's record has waited over %gs; cutting its connection",
+                STOPPED_ANSWERING.capitalize(),
+                CLOSE_SECONDS,
+            )
+            self.writer.give_up_at = time.monotonic()
+            self.writer.cut()
+            self._threads[1].join(CLOSE_SECONDS)
+            writing = self._threads[1].is_alive()
         self.writer.give_up_at = time.monotonic() + FINAL_SECONDS
-        if thread is not None and thread.is_alive():
+        if writing:
             self.pending.give_up(f"{STOPPED_ANSWERING} while they were written")
         else:
             self.pending.write(self.writer, final=True)
         return self.pending.unrecorded
 
     def finish(self, ending: Ending, counts: dict, concurrency_limit: int | None = None) -> None:
-        """Give the run's row its final status (the last write of the run)."""
-        self.writer.finish_run(ending, counts, concurrency_limit)
+        """Give the run's row its final status (the last write of the run); never raise:
+        a row left ``running`` is marked ``abandoned`` by the next run, once its lease ends."""
+        try:
+            self.writer.finish_run(ending, counts, concurrency_limit)
+        except RefreshError as exc:
+            log.error(
+                "❌ Could not record the end of run %s (%s); the next run will mark it abandoned",
+                self.run_id,
+                first_line(exc),
+            )
 
     def release(self) -> None:
         """Release the lock and close the record's connection; bounded."""

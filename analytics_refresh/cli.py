@@ -1,36 +1,30 @@
 """The ``analytics-refresh`` command line; ``main(argv)`` returns the exit code.
 
 Every command goes through ``process.run_command``, the one place where exceptions become
-exit codes (INTERFACE.md section 4).
+exit codes (README.md, "Exit codes").
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Mapping, Sequence
 
 import api_key_auth
 
-from . import __version__
+from . import __version__, promise
 from .errors import ConfigError
-from .options import Parser, add_run_options, apply_run_options, client_id, platforms
+from .options import (
+    Parser,
+    add_run_options,
+    add_sample_options,
+    apply_run_options,
+    client_id,
+    platforms,
+)
+from .options import int_between as _int_between
 from .process import Command, handle_signals, run_command
 from .settings import PLATFORMS, Settings, flag_type, number
-
-
-def _int_between(low: int, high: int):
-    """Return an argparse type accepting whole numbers from ``low`` to ``high``."""
-    import argparse
-
-    parse = number(int, low, high)
-
-    def parse_flag(text: str) -> int:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
-
-    return parse_flag
 
 
 def _positive_float(text: str) -> float:
@@ -74,7 +68,12 @@ def build_parser() -> Parser:
         help="plan and read only this platform (repeatable) [env REFRESH_PLATFORMS]",
     )
 
-    status = commands.add_parser("status", help="recent runs and the age of every cache")
+    status = commands.add_parser(
+        "status",
+        help="recent runs and the age of every cache",
+        epilog=promise.HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
         "--max-age",
@@ -89,6 +88,20 @@ def build_parser() -> Parser:
         default=10,
         metavar="N",
         help="how many recent runs to show (default 10)",
+    )
+    status.add_argument(
+        "--keys",
+        action="store_true",
+        help='list every client x platform, stalest first (streamed; --json: as "caches")',
+    )
+    status.add_argument(
+        "--stale-only", action="store_true", help="list only the stale keys (implies --keys)"
+    )
+    status.add_argument(
+        "--limit",
+        type=_int_between(1, 10**9),
+        metavar="N",
+        help="list at most N keys (implies --keys)",
     )
 
     token = commands.add_parser("token", help="print a client token, for curl")
@@ -120,21 +133,80 @@ def build_parser() -> Parser:
         help="keep this many days [env REFRESH_HISTORY_DAYS, default 30; 0 keeps all]",
     )
     db_actions.add_parser("stop", help="stop the embedded PostgreSQL under .data/postgres")
+    seed = db_actions.add_parser(
+        "seed",
+        help="the reference API's tables with sample clients and sales, for a real API",
+        description="Create the runner's and the reference API's tables in the database "
+        "DATABASE_URL names and load the demo clients and 90 days of sales into it "
+        "(idempotent; other clients' rows are never touched).",
+    )
+    add_sample_options(seed)
 
     serve = commands.add_parser("serve", help="the reference dashboard API (development)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_int_between(0, 65535), default=5000)
 
-    demo = commands.add_parser("demo", help="the whole system on this machine, then one run")
-    demo.add_argument("--clients", type=_int_between(1, 10_000), default=4)
-    demo.add_argument("--skus", type=_int_between(1, 100_000), default=200)
-    demo.add_argument("--orders-per-day", type=_int_between(1, 100_000), default=60)
+    commands.add_parser(
+        "listen",
+        help="refresh each key soon after its data changes, until SIGTERM/SIGINT",
+        description="Refresh each client x platform soon after its data changes: woken by "
+        "NOTIFY on analytics_refresh, reading the durable requests (refresh_requests) on "
+        "start, after every reconnect and every REFRESH_POLL_SECONDS (60). A key is "
+        "refreshed once quiet for REFRESH_SETTLE_SECONDS (5), at most "
+        "REFRESH_MAX_DELAY_SECONDS (60) after its first change. Several listeners share the "
+        "keys. SIGTERM or SIGINT: the requests in flight finish, then exit 0.",
+    )
+    request = commands.add_parser("request", help="ask the listeners to refresh a client now")
+    request.add_argument("client_id", type=client_id, metavar="CLIENT_ID")
+    request.add_argument(
+        "--platform",
+        choices=PLATFORMS,
+        help="only this key (default: every platform of the client)",
+    )
+    report = commands.add_parser(
+        "report", help="a freshness report: the promise kept, per day and per key (HTML)"
+    )
+    report.add_argument(
+        "--days",
+        type=_int_between(1, 366),
+        default=7,
+        metavar="N",
+        help="whole UTC days to cover, today included (default 7)",
+    )
+    report.add_argument(
+        "--out",
+        metavar="FILE",
+        help="where to write it (default freshness-report.html; with --json, stdout)",
+    )
+    report.add_argument("--json", action="store_true", help="the figures as JSON instead")
+
+    demo = commands.add_parser(
+        "demo",
+        help="the whole system on this machine, then two runs",
+        description="The embedded PostgreSQL, demo clients and sales, the reference API on "
+        "loopback, then two real runs (the second change-aware). Writes only into the "
+        "embedded database it creates, unless --database names DATABASE_URL's database.",
+    )
+    add_sample_options(demo)
     demo.add_argument(
         "--new-orders",
         type=_int_between(1, 100_000),
         metavar="N",
-        help="first add N new orders for the first demo client: with REFRESH_CHANGE_SQL set, "
-        "the run refreshes that client's keys and skips the unchanged ones",
+        help="before the second run, add N new orders on each connected platform of the "
+        "first demo client: that run refreshes that client's keys and skips the rest",
+    )
+    demo.add_argument(
+        "--database",
+        metavar="NAME",
+        help="load the demo into the database DATABASE_URL names instead of the embedded "
+        "one; NAME must be that database's name (a confirmation: a real runner would "
+        "refresh the demo clients too)",
+    )
+    demo.add_argument(
+        "--listen",
+        action="store_true",
+        help="then start a listener, add orders for one client and show its dashboards "
+        "refreshed within seconds, and no other client's",
     )
     return parser
 
@@ -184,7 +256,11 @@ def cmd_db(args, settings: Settings, proc) -> int:
         print(
             f"Runner tables ready (refresh_runs, refresh_jobs, refresh_state) in {db.describe(url)}"
         )
-        if args.with_api_schema:
+        if args.db_command == "seed":
+            from .demo import seed
+
+            print(seed(conn, args))
+        elif args.with_api_schema:
             from dashboard_api.db import init_schema as init_api_schema
 
             init_api_schema(conn)
@@ -219,9 +295,36 @@ def cmd_check(args, settings: Settings, proc) -> int:
 
 
 def cmd_status(args, settings: Settings, proc) -> int:
-    from .status import show_status
+    from .status import KeyList, show_status
 
-    return show_status(settings, as_json=args.json, max_age_hours=args.max_age, runs=args.runs)
+    keys = KeyList(
+        wanted=args.keys or args.stale_only or args.limit is not None,
+        stale_only=args.stale_only,
+        limit=args.limit,
+    )
+    return show_status(
+        settings, as_json=args.json, max_age_hours=args.max_age, runs=args.runs, keys=keys
+    )
+
+
+def cmd_listen(args, settings: Settings, proc) -> int:
+    from .listen.worker import listen
+
+    with handle_signals(proc.stop):
+        return listen(settings, proc.stop)
+
+
+def cmd_request(args, settings: Settings, proc) -> int:
+    from .listen.request import request
+
+    print(request(settings, args.client_id, args.platform))
+    return 0
+
+
+def cmd_report(args, settings: Settings, proc) -> int:
+    from .report.command import run_report
+
+    return run_report(settings, days=args.days, out=args.out, as_json=args.json)
 
 
 def cmd_demo(args, settings: Settings, proc) -> int:
@@ -258,14 +361,22 @@ COMMANDS = {
     "serve": Command(cmd_serve, logs=True),
     "check": Command(cmd_check, configure=_check_settings, explain=_explain_settings),
     "status": Command(cmd_status),
-    "demo": Command(
-        cmd_demo, run=True, logs=True, configure=lambda s, _a: s.replace(trigger="demo")
-    ),
+    "listen": Command(cmd_listen, logs=True),
+    "request": Command(cmd_request),
+    "report": Command(cmd_report),
+    "demo": Command(cmd_demo, run=True, logs=True, configure=lambda s, _a: demo_settings(s)),
 }
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """The demo's runs are not the deployment's: no heartbeat ping, no metrics, no shard."""
+    return settings.replace(
+        trigger="demo", healthcheck_url=None, metrics_file=None, pushgateway_url=None, shard=None
+    )
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Run one command and return its exit code (INTERFACE.md section 4)."""
+    """Run one command and return its exit code (README.md, "Exit codes")."""
 
     def parse():
         args = build_parser().parse_args(argv)

@@ -1,4 +1,4 @@
-"""Calls the dashboard API's refresh endpoint and classifies each answer (INTERFACE.md s. 8).
+"""Calls the dashboard API's refresh endpoint and classifies each answer.
 
 Every attempt is bounded end to end: a shared watchdog thread shuts the attempt's socket
 down when its time is up, whatever phase it is in (name resolution, connecting, the status
@@ -13,6 +13,7 @@ import enum
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode
 
@@ -60,6 +61,7 @@ class Attempt:
     retry_after: float | None = None
     elapsed: float = 0.0
     failure: Failure | None = None  # why it failed, told here once for every reader
+    expires_at: datetime | None = None  # until when the refreshed copy holds, if declared
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -235,6 +237,12 @@ class RefreshClient:
                 status,
                 platform_count=answers.count(scan.lengths.get("platforms")),
                 sku_count=answers.count(scan.fields.get("sku_count")),
+                expires_at=answers.expiry(
+                    scan.fields.get("expires_at"),
+                    response.headers.get("Cache-Control"),
+                    response.headers.get("Expires"),
+                    datetime.now(timezone.utc),
+                ),
             )
         body = _prefix(response, deadline, MAX_ERROR_BODY_BYTES)
         error = f"HTTP {status}"

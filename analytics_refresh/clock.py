@@ -16,5 +16,8 @@ class Deadline:
     def remaining(self) -> float:
         return self.at - time.monotonic()
 
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
     def __str__(self) -> str:
         return f"deadline of {self.seconds:g}s"

@@ -17,9 +17,6 @@ from rich.text import Text
 
 from .logs import redact
 
-# Human output stops here; --json always holds every row.
-SHOWN_ROWS = 50
-SHOWN_STREAKS = 20
 # Without a terminal there is no width to fit: keep rows whole for files and CI logs.
 PLAIN_WIDTH = 200
 OUTCOME_STYLES = {"succeeded": "green", "running": "cyan", "skipped": "yellow"}
@@ -70,8 +67,11 @@ def _jobs_text(run: dict) -> str:
     return f"{run['jobs_total']}: " + ", ".join(parts)
 
 
-def print_status(console: Console, report) -> None:
-    """Print a ``status.Report``: recent runs, every key's age, failures, the verdict."""
+def print_status(console: Console, report, rows=None) -> None:
+    """Print a ``status.Report``: recent runs, the keys' counts, the worst keys, the verdict.
+
+    ``rows``: the keys to list one by one (streamed) instead of the worst few.
+    """
     console.print("Recent runs (newest first)", style="bold")
     if not report.runs:
         console.print("  no run recorded yet")
@@ -92,84 +92,133 @@ def print_status(console: Console, report) -> None:
                 host,
             )
         console.print(table)
-    _print_keys(console, report)
+    if report.total:
+        _print_counts(console, report)
+    _print_keys(console, report, rows)
     _print_streaks(console, report)
     _print_verdict(console, report)
 
 
-def _print_keys(console: Console, report) -> None:
+def _print_counts(console: Console, report) -> None:
+    now = report.now
+    table = Table(box=box.SIMPLE, pad_edge=False)
+    for name in ("platform", "keys", "stale", "never", "failing", "failing 3+", "oldest"):
+        table.add_column(name, justify="left" if name == "platform" else "right")
+    for p in report.summary.platforms.values():
+        if not p.keys:
+            continue
+        oldest = "never" if p.never else format_age((now - p.oldest_current_at).total_seconds())
+        table.add_row(
+            p.platform,
+            f"{p.keys:,}",
+            f"{p.stale:,}",
+            f"{p.never:,}",
+            f"{p.failing:,}",
+            f"{p.failing_repeatedly:,}",
+            oldest,
+        )
+    console.print(table)
+
+
+def _mark(row) -> Text:
+    if row.stale:
+        return Text("✗ stale", style="red")
+    if row.failing:
+        return Text("✗ failed", style="red")
+    return Text("✓", style="green")
+
+
+def _attempt(row) -> str:
+    if not row.failing:
+        return ""
+    streak = row.consecutive_failures
+    runs = f" ({streak} runs in a row)" if streak > 1 else ""
+    return f"failed{runs}: {row.last_error or ''}"
+
+
+def _cells(row, changes: bool) -> list:
+    cells = [_mark(row), row.client_id, row.platform, local_time(row.last_success_at)]
+    cells.append(format_age(row.age_seconds))
+    if changes:
+        cells.append(
+            format_age(row.changed_seconds) + " ago" if row.changed_seconds is not None else "-"
+        )
+    attempt = _attempt(row)
+    cells.append(Text(attempt, style="red") if attempt else "")
+    return cells
+
+
+def _print_keys(console: Console, report, rows) -> None:
     hours = report.max_age_hours
+    listed = "every" if rows is not None else "the stalest"
     console.print(
-        f"Cache age per client × platform (stalest first; stale = older than {hours:g} h)",
+        f"Cache age per client × platform, {listed} first (stale = older than {hours:g} h)",
         style="bold",
     )
-    if not report.keys:
+    if not report.total:
         console.print(
             "  ⚠ no connected client: client_api_credentials has no row with status = 'connected'",
             style="yellow",
         )
         return
-    changes = any(r.state.changed_at is not None for r in report.keys)
+    if rows is not None:
+        # Streamed: one line a key, never a table of them all in memory.
+        shown = 0
+        for row in rows:
+            line = Text("  ")
+            for cell in _cells(row, changes=False):
+                line.append(cell if isinstance(cell, Text) else Text(str(cell)))
+                line.append("  ")
+            console.print(line, soft_wrap=True)
+            shown += 1
+        console.print(f"  {shown:,} listed")
+        return
+    worst = report.summary.worst
+    changes = any(r.changed_at is not None for r in worst)
     table = Table(box=box.SIMPLE, pad_edge=False)
     columns = ["", "client", "platform", "last success", "age"]
     columns += ["data changed"] if changes else []
     for name in (*columns, "last attempt"):
         table.add_column(name)
-    # Failing keys first among equals: they are what an operator looks for.
-    for row in report.keys[:SHOWN_ROWS]:
-        if row.is_stale(hours * 3600):
-            mark = Text("✗ stale", style="red")
-        elif row.failing:
-            mark = Text("✗ failed", style="red")
-        else:
-            mark = Text("✓", style="green")
-        cells = [mark, row.client_id, row.platform, local_time(row.last_success)]
-        cells.append(format_age(row.age_seconds))
-        if changes:
-            cells.append(
-                format_age(row.changed_seconds) + " ago" if row.changed_seconds is not None else "-"
-            )
-        attempt = ""
-        if row.failing:
-            streak = row.state.consecutive_failures
-            runs = f" ({streak} runs in a row)" if streak > 1 else ""
-            attempt = f"failed{runs}: {row.state.last_error or ''}"
-        cells.append(Text(attempt, style="red") if attempt else "")
-        table.add_row(*cells)
+    for row in worst:
+        table.add_row(*_cells(row, changes))
     console.print(table)
-    if len(report.keys) > SHOWN_ROWS:
-        console.print(f"  ... {len(report.keys) - SHOWN_ROWS} more not shown (--json lists all)")
+    if report.total > len(worst):
+        console.print(
+            f"  ... {report.total - len(worst):,} more not shown "
+            "(--keys lists them all, --stale-only the stale ones)"
+        )
 
 
 def _print_streaks(console: Console, report) -> None:
-    streaks = report.failing_repeatedly
-    if not streaks:
+    streaks, count = report.summary.streaks, report.count("failing_repeatedly")
+    if not count:
         return
-    console.print(f"Failing run after run ({len(streaks)} client × platforms)", style="bold red")
-    for row in streaks[:SHOWN_STREAKS]:
+    console.print(f"Failing run after run ({count:,} client × platforms)", style="bold red")
+    for row in streaks:
         console.print(
-            f"  ✗ {row.client_id} ({row.platform}): failed {row.state.consecutive_failures} "
-            f"runs in a row, last: {row.state.last_error or '?'}",
+            f"  ✗ {row.client_id} ({row.platform}): failed {row.consecutive_failures} "
+            f"runs in a row, last: {row.last_error or '?'}",
             style="red",
             soft_wrap=True,
         )
-    if len(streaks) > SHOWN_STREAKS:
-        console.print(f"  ... {len(streaks) - SHOWN_STREAKS} more (--json lists all)")
+    if count > len(streaks):
+        console.print(f"  ... {count - len(streaks):,} more (--json --keys lists every key)")
 
 
 def _print_verdict(console: Console, report) -> None:
-    hours, total = report.max_age_hours, len(report.keys)
-    stale, failing = report.stale, report.failing
+    hours, total = report.max_age_hours, report.total
+    stale, failing = report.count("stale"), report.count("failing")
     if failing:
         console.print(
-            f"✗ {len(failing)} of {total} client × platforms failed their last refresh",
+            f"✗ {failing} of {total} client × platforms failed their last refresh",
             style="red",
             soft_wrap=True,
         )
     if stale:
-        never = sum(1 for r in stale if r.last_success is None)
+        never = report.count("never")
         console.print(
-            f"✗ {len(stale)} of {total} client × platforms are older than {hours:g} h "
+            f"✗ {stale} of {total} client × platforms are older than {hours:g} h "
             f"({never} never refreshed): exit 1",
             style="red",
             soft_wrap=True,

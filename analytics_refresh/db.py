@@ -26,6 +26,7 @@ import psycopg2.errors
 from . import dbwatch
 from . import statements as sql
 from .clock import Deadline
+from .deployment import embedded_reason
 from .errors import DatabaseError, Interrupted, first_line
 from .logs import redact
 from .settings import Settings
@@ -44,6 +45,8 @@ NEWEST_COLUMNS = (
     ("refresh_runs", "machine"),
     ("refresh_state", "verified_at"),
     ("refresh_runs", "lock_pid"),
+    ("refresh_state", "expires_at"),
+    ("refresh_runs", "checked_changes"),
 )
 CONNECT_TIMEOUT_SECONDS = 10
 # The longest one statement may wait (a lock held elsewhere, a slow disk) when no deadline
@@ -124,10 +127,15 @@ def connect(
     application_name: str = "analytics-refresh",
     deadline: Deadline | None = None,
     statement_ceiling: float = STATEMENT_SECONDS,
+    silence: dbwatch.Silence | None = None,
 ):
-    """Open an autocommit connection with bounded statements, or raise DatabaseError."""
+    """Open an autocommit connection with bounded statements, or raise DatabaseError.
+
+    ``silence`` is shared with the run's other connections (by default, those of the same
+    ``deadline``): once one found the database silent, this one does not wait long either.
+    """
     wait = statement_seconds(deadline, CONNECT_TIMEOUT_SECONDS)
-    silence = silence_of(deadline)
+    silence = silence or silence_of(deadline)
     was_silent = silence.silent
     try:
         conn = dbwatch.connect(
@@ -220,15 +228,26 @@ def stop_embedded(data_dir: Path) -> str:
 
 
 def database_url(settings: Settings) -> str:
-    """Return the configured URL, starting the embedded server when none is configured."""
+    """Return the configured URL, or start the embedded server where it is meant (exit 3
+    naming DATABASE_URL where a deployment is: deployment.embedded_reason)."""
     if settings.database_url:
         return settings.database_url
+    embedded_reason(settings)
     url = embedded_url(settings.data_dir)
     log.info(
-        "Using the embedded PostgreSQL in %s (DATABASE_URL is unset)",
+        "Using the embedded PostgreSQL in %s (DATABASE_URL is unset and nothing says this "
+        "is a deployment)",
         settings.data_dir / "postgres",
     )
     return url
+
+
+def source(settings: Settings) -> str:
+    """Say which database a command uses and why (check's line); raise ConfigError where
+    the embedded one is not meant."""
+    if settings.database_url:
+        return f"DATABASE_URL, set in {settings.database_origin or 'the environment'}"
+    return embedded_reason(settings)
 
 
 # -- the runner's tables ----------------------------------------------------------------------
@@ -246,6 +265,7 @@ def init_schema(conn) -> None:
             cur.execute(sql.NO_STATEMENT_TIMEOUT)  # filling the state may take a while
             dbwatch.set_bound(conn, None)
             cur.execute(read_sql("runner_schema.sql"))
+            cur.execute(read_sql("listen_schema.sql"))
         finally:
             dbwatch.set_bound(conn, bounded)
             cur.execute(sql.INIT_UNLOCK)

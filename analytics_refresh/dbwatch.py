@@ -176,7 +176,7 @@ class Watchdog:
                     self._push(time.monotonic() + CANCEL_SECONDS, guard)
                 else:
                     guard.cut = True
-                    _cut(guard.conn)
+                    cut(guard.conn)
 
 
 def _cancel(conn) -> None:
@@ -198,7 +198,7 @@ def _cancel(conn) -> None:
     threading.Thread(target=send, name="db-cancel", daemon=True).start()
 
 
-def _cut(conn) -> None:
+def cut(conn) -> None:
     # Shutting down a duplicate of libpq's descriptor shuts the shared socket: libpq's wait
     # ends with "server closed the connection", and the descriptor stays libpq's to close.
     with contextlib.suppress(OSError, psycopg2.Error):

@@ -1,8 +1,15 @@
-"""``analytics-refresh demo``: the whole system on this machine, then one real run.
+"""``analytics-refresh demo``: the whole system on this machine, then two real runs.
 
-Embedded PostgreSQL (unless DATABASE_URL is set), deterministic demo clients and 90 days of
-sales, the reference API on a free loopback port, and one refresh run through the same
-``execute_run`` that cron starts. It reuses what an earlier demo built.
+The embedded PostgreSQL, deterministic demo clients and 90 days of sales, the reference API
+on a free loopback port, and refresh runs through the same ``execute_run`` that cron
+starts. It reuses what an earlier demo built.
+
+The demo writes clients and sales into its database, and a real runner would take those
+clients for its own: so it writes only into the embedded database, which it creates, even
+when ``DATABASE_URL`` is set, unless ``--database NAME`` names the database
+``DATABASE_URL`` points at (a confirmation typed by a person, not a default). Its runs
+never ping the configured heartbeat nor write the configured metrics: they are not the
+deployment's runs.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import secrets
 import time
 
+import psycopg2.extensions
 import requests
 from rich.console import Console
 from rich.table import Table
@@ -18,6 +26,7 @@ import api_key_auth
 
 from . import db
 from . import statements as sql
+from .errors import ConfigError
 from .logs import setup_logging
 from .runner import execute_run
 from .settings import Settings
@@ -40,8 +49,14 @@ def run_demo(settings: Settings, args, proc) -> int:
 
     console = Console(highlight=False)
     secret = settings.secret_key or secrets.token_urlsafe(48)
-    url = db.database_url(settings)
-    console.print(f"[bold]1/5[/] Database: {db.describe(url)}")
+    url = demo_database(settings, args.database, console)
+    where = (
+        f"{db.describe(url)}, named by --database"
+        if args.database
+        else f"the embedded PostgreSQL under {settings.data_dir / 'postgres'}, which the "
+        "demo creates"
+    )
+    console.print(f"[bold]1/5[/] Database: {where}", soft_wrap=True)
     with db.connection(url) as conn:
         db.init_schema(conn)
         init_api_schema(conn)
@@ -54,7 +69,11 @@ def run_demo(settings: Settings, args, proc) -> int:
             f"({time.monotonic() - started:.1f}s)"
         )
 
-    app = create_app({**from_environ(proc.environ), "DATABASE_URL": url, "API_SECRET_KEY": secret})
+    api_config = {**from_environ(proc.environ), "DATABASE_URL": url, "API_SECRET_KEY": secret}
+    # As many computations at once as the run sends, unless the user chose a number: on a
+    # small machine the API would otherwise shed the first run's requests with 503s.
+    api_config.setdefault("API_MAX_CONCURRENT_COMPUTES", str(settings.concurrency))
+    app = create_app(api_config)
     server = start_background(app, host="127.0.0.1", port=0)
     try:
         console.print(f"[bold]3/5[/] Reference dashboard API on {server.url}")
@@ -69,29 +88,74 @@ def run_demo(settings: Settings, args, proc) -> int:
         proc.settings = run_settings
         console.print("[bold]4/5[/] A refresh run, as cron would start it:")
         result = _run(proc, run_settings)
-        if result.records:
+        if any(record.status == "succeeded" for record in result.records):
             _show_cache(console, url, result)
             _show_dashboard(console, server.url, secret, result)
+        elif result.changes["unchanged"]:
+            console.print(
+                f"No cache rows written: all {result.changes['unchanged']} keys are unchanged "
+                "since an earlier demo refreshed them (add --new-orders N to change one client)"
+            )
         if proc.stop.is_set() or result.exit_code:
             return result.exit_code
         what = "nothing changed since"
         if args.new_orders:
             with db.connection(url) as conn:
                 added = add_orders(conn, client_ids[0], args.new_orders)
-            what = f"{len(added.order_ids)} new orders for {client_ids[0]} since"
+            each = " and ".join(added.platforms)
+            what = f"{args.new_orders} new orders on {each} for {client_ids[0]} since"
         console.print(
             f"[bold]5/5[/] A second run, {what} the first: only changed data is refreshed"
         )
         result = _run(proc, run_settings)
+        if getattr(args, "listen", False) and not result.exit_code and not proc.stop.is_set():
+            from .demo_listen import show_listener
+
+            code = show_listener(console, run_settings, client_ids, add_orders, proc.stop)
+            if code:
+                return code
     finally:
         server.stop()
     console.print(f"Log: {run_settings.log_file}   exit code: {result.exit_code}")
-    if not settings.database_url:
+    from .report.command import write_report
+
+    report = write_report(run_settings, run_settings.log_dir / "freshness-report.html")
+    console.print(f"Freshness report: {report}", soft_wrap=True)
+    if args.database is None:
         console.print(
             "The embedded PostgreSQL keeps running for the next demo and run; stop it with "
             "`analytics-refresh db stop`."
         )
     return result.exit_code
+
+
+def demo_database(settings: Settings, confirmed: str | None, console: Console) -> str:
+    """Return the URL the demo may write into: the embedded database it creates, or
+    DATABASE_URL's when ``confirmed`` is that database's name."""
+    if confirmed is None:
+        if settings.database_url:
+            console.print(
+                f"DATABASE_URL is set ({db.describe(settings.database_url)}), but the demo "
+                "writes only into a database it creates: the embedded one. To load the demo "
+                "into that database, add --database with its name.",
+                soft_wrap=True,
+            )
+        return db.embedded_url(settings.data_dir)
+    if not settings.database_url:
+        raise ConfigError(
+            f"--database {confirmed}: DATABASE_URL is not set",
+            hint="set DATABASE_URL to the database to load the demo into, or leave out "
+            "--database to use the embedded one",
+        )
+    name = psycopg2.extensions.parse_dsn(settings.database_url).get("dbname")
+    if confirmed != name:
+        raise ConfigError(
+            f"--database {confirmed} does not match the database DATABASE_URL names "
+            f"({db.describe(settings.database_url)}): the demo writes only into the "
+            "database named on its command line",
+            hint=f"pass --database {name} to load the demo clients and sales into it",
+        )
+    return settings.database_url
 
 
 def _run(proc, settings: Settings):
@@ -160,3 +224,22 @@ def _show(value) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{key} {_show(count)}" for key, count in value.items())
     return str(value)
+
+
+def seed(conn, args) -> str:
+    """Create the reference API's tables and load the sample clients and sales; say what."""
+    from dashboard_api.db import init_schema as init_api_schema
+    from dashboard_api.demo import load_demo
+
+    init_api_schema(conn)
+    started = time.monotonic()
+    client_ids = load_demo(
+        conn, clients=args.clients, skus=args.skus, orders_per_day=args.orders_per_day
+    )
+    with conn.cursor() as cur:
+        cur.execute(sql.COUNT_CLIENT_ORDER_LINES, (client_ids,))
+        lines = cur.fetchone()[0]
+    return (
+        f"Reference API tables ready, with {len(client_ids)} connected sample clients and "
+        f"{lines:,} order lines ({time.monotonic() - started:.1f}s): {', '.join(client_ids)}"
+    )

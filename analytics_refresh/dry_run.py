@@ -22,7 +22,7 @@ DRY_RUN_LISTED_JOBS = 1000
 def read_plan(conn, settings: Settings) -> Plan:
     """Read the connected clients and plan the jobs; exit 3 when no --client is connected."""
     db.require_credentials_table(conn)
-    plan = build_plan(stream_connected(conn), settings)
+    plan = build_plan(stream_connected(conn, settings.clients), settings)
     if plan.unknown_clients and len(plan.unknown_clients) == len(settings.clients):
         raise ConfigError(
             "none of the clients given with --client has a connected credential: "

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import api_key_auth
 
@@ -51,9 +52,12 @@ class JobRunner:
         deadline: Deadline,
         secret: str,
         change_keys: Mapping[Job, str] | None = None,
+        change_seen: Mapping[Job, datetime] | None = None,
         on_job_done: Callable[[JobRecord], None] | None = None,
+        key_claims=None,  # run_claims.RunClaims: a key a listener holds is skipped
     ):
         self.claim = claim
+        self.key_claims = key_claims
         self.client = client
         self.policy = RetryPolicy(max_attempts=settings.max_attempts)
         self.timeout = settings.timeout
@@ -61,6 +65,8 @@ class JobRunner:
         self.secret = secret
         # The change key each job's data had when the run began, stored with its success.
         self.change_keys = change_keys or {}
+        # When the run saw each changed job's data differ from what its copy was computed from.
+        self.change_seen = change_seen or {}
         self.on_job_done = on_job_done
         self.limiter = limiter
         self.stop = stop
@@ -84,6 +90,23 @@ class JobRunner:
         return api_key_auth.mint_client_token(
             job.client_id, self.secret, ttl_seconds=TOKEN_TTL_SECONDS
         )
+
+    def run_claimed(self, job: Job) -> JobRecord:
+        """Refresh one job under its key's claim, when the run has key claims; never raises."""
+        claims = self.key_claims
+        if claims is None:
+            return self.run_job(job)
+        if not claims.take(job):
+            record = JobRecord(job, "skipped", error=claims.SKIP_REASON)
+            log.info("⏭ SKIPPED - %s: %s", job, record.error, extra=record.log_fields())
+            self.save(record)
+            return record
+        record = None
+        try:
+            record = self.run_job(job)
+            return record
+        finally:
+            claims.release(job, record.status if record is not None else "failed")
 
     def run_job(self, job: Job) -> JobRecord:
         """Refresh one job with retries; never raises."""
@@ -166,6 +189,8 @@ class JobRunner:
             attempt.sku_count,
             error,
             change_key=self.change_keys.get(job),
+            expires_at=attempt.expires_at if status == "succeeded" else None,
+            change_at=self.change_seen.get(job),
             retried_after=tuple(earlier),
             failure=None if status == "succeeded" else attempt.failure,
         )
@@ -214,7 +239,7 @@ class JobRunner:
 
     # -- the run --------------------------------------------------------------------------
     def count_skipped(self, records: Sequence[JobRecord]) -> None:
-        """Log and count skipped jobs (their rows are queued with the plan)."""
+        """Log and count jobs skipped as fresh (their rows are queued with the plan)."""
         for record in records:
             log.info("⏭ SKIPPED - %s: %s", record.job, record.error, extra=record.log_fields())
             with self._mutex:
@@ -262,7 +287,7 @@ class JobRunner:
 
     def _run_one(self, job: Job, front: bool) -> None:
         try:
-            self.run_job(job)
+            self.run_claimed(job)
         finally:
             with self._slots:
                 self._active -= 1

@@ -11,19 +11,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .deployment import lease_length
 from .outcome import OtherRun
 from .settings import Settings
-
-# Past the longest request a run may have in flight, the lease holds this much longer:
-# six missed renewals, room for a database restart or a failover's switch.
-LEASE_GRACE_SECONDS = 30.0
 
 
 def lease_seconds(settings: Settings) -> float:
     """The lease a run promises to renew within: longer than any request it may have in
     flight (REFRESH_TIMEOUT) plus its stop, so a run cut off from the database for a while
     is never taken for dead while it can still send."""
-    return max(LEASE_GRACE_SECONDS, settings.timeout + LEASE_GRACE_SECONDS)
+    return lease_length(settings.timeout)
 
 
 def machine_id() -> str:

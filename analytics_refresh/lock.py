@@ -18,13 +18,18 @@ import hashlib
 import threading
 
 import psycopg2
+import psycopg2.errors
 
-from .cutoff import bounded, cut
+from . import dbwatch
 from .db import boundary, connect
+from .errors import first_line
 from .settings import Shard
 
 # The longest a check of the lock's session may wait for the database.
 CHECK_SECONDS = 5.0
+# The lock's statements are instant; one that takes longer means the database stopped
+# answering, and the run should know within seconds, not when its deadline comes.
+STATEMENT_SECONDS = 5.0
 # The first half of the two-key advisory locks that say which shard count is running.
 LAYOUT_CLASS = 0x41524653
 
@@ -58,6 +63,7 @@ class RunLock:
         self.conn = None
         self.backend_pid: int | None = None  # the lock session's server process
         self.silent = False  # the lock was lost because the database stopped answering
+        self.also_failed: str | None = None  # why the last ``also`` statement failed
         self._held = False
         self._mutex = threading.Lock()
 
@@ -90,30 +96,34 @@ class RunLock:
             return False
         return granted(TRY_EXCLUSIVE, lock_key(self.shard))
 
-    def still_held(self) -> bool:
+    def still_held(self, also: tuple[str, dict] | None = None) -> bool:
         """Ask the database whether the lock's session lives; False once it is gone.
 
-        Bounded by the client too: a session that does not answer within CHECK_SECONDS is
-        cut, and its locks are then as good as lost.
+        ``also``, a short statement (the lease's renewal), runs first on the same session;
+        if the server refuses or cancels it, ``also_failed`` says why and the lock still
+        counts. Bounded by the client too: a session that does not answer within
+        CHECK_SECONDS is cut, and its locks are then as good as lost.
         """
         with self._mutex:
             if not self._held or self.conn is None or self.conn.closed:
                 self._held = False
                 return False
-            with bounded(self.conn, CHECK_SECONDS) as cutoff:
-                try:
-                    with self.conn.cursor() as cur:
-                        cur.execute("SELECT 1")
-                except psycopg2.Error:
-                    self._held = False
-                    self.silent = cutoff.fired
-                    return False
+            dbwatch.set_bound(self.conn, CHECK_SECONDS)
+            try:
+                with self.conn.cursor() as cur:
+                    if also is not None:
+                        self.also_failed = _refused(cur, *also)
+                    cur.execute("SELECT 1")
+            except psycopg2.Error as exc:
+                self._held = False
+                self.silent = isinstance(exc, dbwatch.DatabaseSilent)
+                return False
             return True
 
     def cut(self) -> None:
         """Shut the lock session's socket: its locks end with it, and nothing waits."""
         if self.conn is not None:
-            cut(self.conn)
+            dbwatch.cut(self.conn)
         self._held = False
 
     def release(self) -> None:
@@ -121,13 +131,14 @@ class RunLock:
         if not self._mutex.acquire(timeout=CHECK_SECONDS + 1):
             conn = self.conn
             if conn is not None:
-                cut(conn)  # the session ends, and the locks with it
+                dbwatch.cut(conn)  # the session ends, and the locks with it
             self._held = False
             return
         try:
             if self.conn is not None and not self.conn.closed:
                 try:
-                    with bounded(self.conn, CHECK_SECONDS), self.conn.cursor() as cur:
+                    dbwatch.set_bound(self.conn, CHECK_SECONDS)
+                    with self.conn.cursor() as cur:
                         cur.execute("SELECT pg_advisory_unlock_all()")
                 except psycopg2.Error:
                     pass  # the session is gone, and the locks with it
@@ -135,3 +146,19 @@ class RunLock:
             self._held = False
         finally:
             self._mutex.release()
+
+
+def _refused(cur, statement: str, params: dict) -> str | None:
+    """Run ``statement``; return why the server refused or cancelled it, or None.
+
+    A lost connection is not a refusal: it propagates, and the lock with it.
+    """
+    try:
+        cur.execute(statement, params)
+    except psycopg2.errors.QueryCanceled as exc:
+        return first_line(exc)
+    except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        raise
+    except psycopg2.Error as exc:
+        return first_line(exc)
+    return None

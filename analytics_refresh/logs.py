@@ -1,6 +1,6 @@
 """Logging, set up once per process and safe to set up again.
 
-Text records read ``YYYY-MM-DD HH:MM:SS - message`` (INTERFACE.md section 5) and go to
+Text records read ``YYYY-MM-DD HH:MM:SS - message`` (the guide's "The log") and go to
 ``logs/analytics_refresh_cron.log`` (rotated by size) and, on a terminal or under systemd
 (``JOURNAL_STREAM``), to stderr. ``LOG_FORMAT=json`` writes one JSON object a line to stdout
 instead of the console, for containers. Every record passes through a filter that masks

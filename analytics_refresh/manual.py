@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 
 from rich.console import Console
@@ -19,10 +20,10 @@ from rich.text import Text
 from .cache_check import cache_text, verify
 from .check import ENDPOINT, Preflight, invalid_settings
 from .console import output_console, print_check, print_check_summary
-from .errors import ConfigError, LockHeld
+from .errors import ConfigError
 from .logs import LOGGER_NAME, PlainFormatter, RedactFilter, setup_logging
 from .options import Parser, add_run_options, apply_run_options
-from .outcome import JobRecord, RunResult
+from .outcome import JobRecord, RunResult, decide
 from .process import Command, Process, handle_signals, run_command
 from .runner import execute_run
 from .settings import PLATFORMS, Settings
@@ -60,7 +61,8 @@ def main(argv=None, environ=None) -> int:
 
 def _configure(settings: Settings, args) -> Settings:
     settings = apply_run_options(settings, args)
-    return settings if args.trigger else settings.replace(trigger="manual")
+    # A person started it: not a scheduled run, even when its input is not a terminal.
+    return settings if args.trigger else settings.replace(trigger="manual", scheduled=False)
 
 
 def _run(args, settings: Settings, proc: Process) -> int:
@@ -108,11 +110,9 @@ class ManualRun:
             style="bold",
             soft_wrap=True,
         )
-        try:
-            result = self.refresh(len(preflight.jobs))
-        except LockHeld:
-            self.console.print("Another run holds the lock: this one did nothing (exit 5).")
-            raise
+        # A held lock (LockHeld, exit 5) is said once, by process.execute, on stderr and in
+        # the log: a line of its own here would say it twice.
+        result = self.refresh(len(preflight.jobs))
         if self.settings.dry_run:
             self.console.print(f"Dry run: {result.counts['planned']} jobs planned, none called.")
             return result.exit_code
@@ -212,8 +212,8 @@ class ManualRun:
         verified = sum(1 for c in checks.values() if c.state == "verified")
         no_table = sum(1 for c in checks.values() if c.state == "no_table")
         code = result.exit_code
-        if stale and code == 0:
-            code = 1
+        if stale and result.facts is not None:
+            code = decide(dataclasses.replace(result.facts, stale_caches=len(stale))).exit_code
         counts = result.counts
         parts = [f"{counts['succeeded']} succeeded", f"{counts['failed']} failed"]
         parts += [

@@ -15,9 +15,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, push_to_gateway, write_to_textfile
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.parser import text_string_to_metric_families
 
-from . import db, monitor_http, records
+from . import db, key_freshness, key_metrics, monitor_http, records
 from .errors import first_line
 from .outcome import CHANGE_KINDS, JOB_STATUSES, RunResult
 from .settings import Settings
@@ -26,9 +25,6 @@ from .urls import public_host
 log = logging.getLogger(__name__)
 
 PREFIX = "analytics_refresh_"
-LAST_SUCCESS = PREFIX + "last_success_timestamp_seconds"
-CLIENT_LAST_SUCCESS = PREFIX + "client_last_success_timestamp_seconds"
-FAILING = PREFIX + "keys_failing_repeatedly"
 PUSH_JOB = "analytics_refresh"
 PUSH_TIMEOUT_SECONDS = 5.0
 
@@ -47,21 +43,12 @@ def metrics_path(settings: Settings) -> Path | None:
     return path.with_name(f"{path.stem}.shard-{shard.index}-of-{shard.count}{path.suffix}")
 
 
-class _Known:
-    """What the record says beyond this run: per-key successes, failing keys."""
-
-    def __init__(self, last_success: float | None = None, clients=(), failing: int = 0):
-        self.last_success = last_success
-        self.clients = list(clients)  # (client_id, platform, epoch or 0)
-        self.failing = failing
-
-
 class _Snapshot:
-    """A collector holding the values one run writes."""
+    """A collector holding the values one run writes: its own, and what the record knows."""
 
-    def __init__(self, result: RunResult, known: _Known, shard: str):
+    def __init__(self, result: RunResult, known, shard: str):
         self.result = result
-        self.known = known
+        self.known = known  # a collector of the record's families (keys.py), or None
         self.shard = shard
 
     def gauge(self, name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -82,14 +69,9 @@ class _Snapshot:
             ("last_run_exit_code", "The last run's exit code (0 = all succeeded).", r.exit_code),
             ("last_run_retries", "Retried attempts in the last run.", r.retries),
             (
-                "last_success_timestamp_seconds",
-                "When the last run that refreshed every job ended (0: never).",
-                self.known.last_success or 0.0,
-            ),
-            (
-                "keys_failing_repeatedly",
-                "Client x platforms whose last 3 or more attempts in a row failed.",
-                self.known.failing,
+                "last_run_change_query_failed",
+                "1 when the last run's change query failed and it refreshed every job.",
+                1 if r.change_error else 0,
             ),
         ):
             yield self.gauge(name, doc, value)
@@ -108,15 +90,8 @@ class _Snapshot:
         for kind in CHANGE_KINDS:
             changes.add_metric([kind, shard], r.changes[kind])
         yield changes
-        clients = GaugeMetricFamily(
-            CLIENT_LAST_SUCCESS,
-            "When each connected client x platform's cache was last known current: refreshed, "
-            "or its data found unchanged since (0: never).",
-            labels=["client_id", "platform", "shard"],
-        )
-        for client_id, platform, value in self.known.clients:
-            clients.add_metric([client_id, platform, shard], value)
-        yield clients
+        if self.known is not None:
+            yield from self.known.collect()
 
 
 def publish(settings: Settings, result: RunResult) -> None:
@@ -135,7 +110,7 @@ def publish(settings: Settings, result: RunResult) -> None:
             )
     if known is None:
         # Keep what the previous run knew rather than claim nothing was ever refreshed.
-        known = _from_previous_file(path) if path is not None else _Known()
+        known = _from_previous_file(path) if path is not None else key_metrics.Known()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(result, known, shard_label(settings)))
     if path is not None:
@@ -187,33 +162,17 @@ def _bounded_handler(url, method, timeout, headers, data):
     return handle
 
 
-def _from_database(settings: Settings) -> _Known:
+def _from_database(settings: Settings) -> key_metrics.Known:
     with db.connection(db.database_url(settings)) as conn:
         last_success = records.last_successful_run(conn, settings.shard_label)
-        _, rows = records.freshness(conn, settings)
-    clients = [
-        (r.client_id, r.platform, r.state.current_at.timestamp() if r.state.current_at else 0.0)
-        for r in rows
-    ]
-    return _Known(last_success, clients, sum(1 for r in rows if r.failing_repeatedly))
+        summary = key_freshness.read(conn, settings, worst=settings.metrics_worst_keys)
+    return key_metrics.from_summary(
+        summary, last_success, shard_label(settings), key_freshness.promise_seconds(settings)
+    )
 
 
-def _from_previous_file(path: Path) -> _Known:
+def _from_previous_file(path: Path) -> key_metrics.Known:
     try:
-        text = path.read_text(encoding="utf-8")
+        return key_metrics.from_previous_text(path.read_text(encoding="utf-8"))
     except OSError:
-        return _Known()
-    known = _Known()
-    try:
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == LAST_SUCCESS:
-                    known.last_success = sample.value
-                elif sample.name == FAILING:
-                    known.failing = int(sample.value)
-                elif sample.name == CLIENT_LAST_SUCCESS:
-                    labels = sample.labels
-                    known.clients.append((labels["client_id"], labels["platform"], sample.value))
-    except (ValueError, KeyError):
-        return _Known()
-    return known
+        return key_metrics.Known()

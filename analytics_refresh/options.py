@@ -12,7 +12,7 @@ import sys
 import uuid
 
 from .errors import UsageError
-from .settings import TRIGGERS, Settings, flag_type, parse_platforms
+from .settings import TRIGGERS, Settings, flag_type, number, parse_platforms
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,7 +73,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         type=flag_type("REFRESH_DEADLINE"),
         metavar="SECONDS",
         help="no job starts this long after the process started [env REFRESH_DEADLINE, "
-        "default 6600]",
+        "default 11/12 of REFRESH_INTERVAL_MINUTES: 6600 for 120]",
     )
     group.add_argument(
         "--shard",
@@ -110,7 +110,9 @@ def default_trigger() -> str:
 
 def apply_run_options(settings: Settings, args: argparse.Namespace) -> Settings:
     """Return ``settings`` with the command line's run options on top."""
-    changes: dict = {"trigger": args.trigger or default_trigger()}
+    trigger = args.trigger or default_trigger()
+    # A scheduled run is a deployment: it never falls back to the embedded database.
+    changes: dict = {"trigger": trigger, "scheduled": trigger == "cron"}
     if args.client:
         changes["clients"] = tuple(dict.fromkeys(args.client))
     if args.platform:
@@ -126,3 +128,41 @@ def apply_run_options(settings: Settings, args: argparse.Namespace) -> Settings:
     elif args.quiet:
         changes["log_level"] = "WARNING"
     return settings.replace(**changes)
+
+
+def int_between(low: int, high: int):
+    """Return an argparse type accepting whole numbers from ``low`` to ``high``."""
+    parse = number(int, low, high)
+
+    def parse_flag(text: str) -> int:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
+
+    return parse_flag
+
+
+def add_sample_options(parser) -> None:
+    """Add the sizes of the sample data (demo and db seed)."""
+    parser.add_argument(
+        "--clients",
+        type=int_between(1, 10_000),
+        default=4,
+        metavar="N",
+        help="demo clients; every fourth has only a disconnected credential (default 4)",
+    )
+    parser.add_argument(
+        "--skus",
+        type=int_between(1, 100_000),
+        default=200,
+        metavar="N",
+        help="products per client and platform (default 200)",
+    )
+    parser.add_argument(
+        "--orders-per-day",
+        type=int_between(1, 100_000),
+        default=60,
+        metavar="N",
+        help="orders per client, platform and day over the 90 days of history (default 60)",
+    )

@@ -13,19 +13,22 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from .errors import DatabaseError, Interrupted, LockHeld
-from .plan import Job
 from .text import int4, plain
+
+if TYPE_CHECKING:  # the type only: the run's model stands below the store that plans
+    from .plan import Job
 
 # Text from outside (an error, a change key, a note) is cut to this many characters.
 STORED_TEXT_CHARS = 1000
 # What a JSON log line says of a job (the error text is already in its message).
 LOGGED_COLUMNS = ("client_id", "platform", "status", "attempts", "http_status", "duration_ms")
 JOB_STATUSES = ("succeeded", "failed", "not_attempted", "skipped")
-# What change detection made of a job: its data changed, unchanged (skipped), or its max
-# age came due.
-CHANGE_KINDS = ("changed", "unchanged", "due")
+# What change detection made of a job: its data changed, its copy expires before the next
+# run could refresh it, its max age came due, or unchanged (skipped, only counted).
+CHANGE_KINDS = ("changed", "expiring", "due", "unchanged")
 
 
 class Failure(enum.Enum):
@@ -51,6 +54,8 @@ class JobRecord:
     sku_count: int | None = None
     error: str | None = None
     change_key: str | None = None
+    expires_at: datetime | None = None  # until when the refreshed copy holds, if declared
+    change_at: datetime | None = None  # when the change this refresh covers was first seen
     # Why earlier attempts failed ("HTTP 503", ...), for the log line; not stored.
     retried_after: tuple[str, ...] = ()
     failure: Failure | None = None  # the kind of the last failed attempt; not stored
@@ -85,6 +90,8 @@ class JobRecord:
             c["sku_count"],
             c["error"],
             key,
+            self.expires_at,
+            self.change_at,
         )
 
     def log_fields(self) -> dict:
@@ -112,12 +119,25 @@ class KeyState:
     changed_at: datetime | None = None
     verified_at: datetime | None = None  # refreshed, or confirmed unchanged, at this time
     success_planned_at: datetime | None = None  # when the run of the last success started
+    expires_at: datetime | None = None  # until when its copy holds (None: not declared)
+    # The latest change-checking run wanted it refreshed, and it has not succeeded since.
+    pending: bool = False
 
     @property
     def current_at(self) -> datetime | None:
-        """When the cache was last known current: its last success or a later check."""
+        """When the cache was last known current: its last success or a later check, and
+        never past the moment its copy expired (current.py says how checks count)."""
         times = [t for t in (self.last_success_at, self.verified_at) if t is not None]
-        return max(times) if times else None
+        if not times:
+            return None
+        known = max(times)
+        if self.expires_at is not None and self.expires_at < known:
+            return self.expires_at
+        return known
+
+    def expired(self, now: datetime) -> bool:
+        """Whether the copy's declared expiry has passed (False when none was declared)."""
+        return self.expires_at is not None and self.expires_at <= now
 
 
 @dataclass(frozen=True)
@@ -160,6 +180,10 @@ class RunFacts:
     # What ended the run early, if not 0: its exit code (errors.exit_code) and message.
     error_code: int | None = None
     error_note: str | None = None
+    # Why the configured change query could not be used (every job then ran), if it failed.
+    change_error: str | None = None
+    # Jobs that succeeded but whose cache row was not rewritten (the manual run checks).
+    stale_caches: int = 0
 
 
 def decide(facts: RunFacts) -> Ending:
@@ -170,7 +194,9 @@ def decide(facts: RunFacts) -> Ending:
     4: the record is incomplete); a lost lock (interrupted, 6, even with every job
     started); a stop that kept a job from starting or retrying, or a job not attempted
     (interrupted, 6); a failed job (partial when another succeeded or was skipped, else
-    failed; 1); else succeeded (0), no jobs included.
+    failed; 1); a succeeded job whose cache row was not rewritten (1, the run's status
+    unchanged); else succeeded (0), no jobs included. A failed change query changes no code
+    (every job ran) but is the note of a run that has no other.
     """
     counts = Counter(facts.counts)
     if facts.error_code:
@@ -187,10 +213,17 @@ def decide(facts: RunFacts) -> Ending:
     if counts["not_attempted"] or (facts.stop_reason is not None and facts.cut_short):
         note = facts.stop_reason or f"{counts['not_attempted']} jobs not attempted"
         return Ending("interrupted", Interrupted.exit_code, note)
+    # A failed change query leaves the exit code alone (every job ran) but not the note.
+    note = facts.stop_reason
+    if note is None and facts.change_error:
+        note = f"the change query failed ({facts.change_error}): every job was refreshed"
     if counts["failed"]:
-        done = counts["succeeded"] + counts["skipped"]
-        return Ending("partial" if done else "failed", 1, facts.stop_reason)
-    return Ending("succeeded", 0, facts.stop_reason)
+        done = counts["succeeded"] + counts["skipped"] + counts["unchanged"]
+        return Ending("partial" if done else "failed", 1, note)
+    if facts.stale_caches:
+        stale = f"{facts.stale_caches} jobs succeeded but their cache row is older than the run"
+        return Ending("succeeded", 1, stale)
+    return Ending("succeeded", 0, note)
 
 
 @dataclass
@@ -206,7 +239,10 @@ class RunResult:
     started_at: float = 0.0
     finished_at: float = 0.0
     retries: int = 0
-    changes: Counter = field(default_factory=Counter)  # changed | unchanged | due jobs
+    changes: Counter = field(default_factory=Counter)  # jobs by CHANGE_KINDS
+    # Why the configured change query failed (the run then refreshed every job), or None.
+    change_error: str | None = None
+    facts: RunFacts | None = None  # what decided its end, for a caller that learns more
 
     @classmethod
     def ended(cls, run_id: str | None, ending: Ending, **kwargs) -> RunResult:

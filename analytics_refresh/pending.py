@@ -66,7 +66,15 @@ class PendingRecords:
                     settled = True
                     return self._count(batch, first_line(exc))
                 log.debug("A batch of %d records was refused (%s); row by row", len(batch), exc)
-            lost = [r for r in batch if not self._write_one(writer, r)]
+            lost: list[JobRecord] = []
+            for i, record in enumerate(batch):
+                written = self._write_one(writer, record, final)
+                if written is None:  # the connection went meanwhile: the rest waits
+                    with self._mutex:
+                        self._queue[:0] = batch[i:]
+                    break
+                if not written:
+                    lost.append(record)
             settled = True
             return self._count(lost, None)
         finally:
@@ -75,10 +83,13 @@ class PendingRecords:
             if not settled:  # a signal or an exit inside the write: the batch is not known
                 self._count(batch, "the write was interrupted")
 
-    def _write_one(self, writer: RunWriter, record: JobRecord) -> bool:
+    def _write_one(self, writer: RunWriter, record: JobRecord, final: bool) -> bool | None:
+        """Write one record: True, False (counted), or None (no connection: try later)."""
         try:
             writer.write_jobs([record])
         except Exception as exc:  # a value the driver cannot send, a bug: this row only
+            if unreachable(exc) and not final:
+                return None
             log.error("❌ Could not record %s in refresh_jobs: %s", record.job, first_line(exc))
             return False
         return True

@@ -69,14 +69,18 @@ def valid_client_id(value: str) -> str | None:
         return None
 
 
-def stream_connected(conn) -> Iterator[tuple[str, str]]:
-    """Yield (client_id, platform) of every connected credential, ordered by client."""
+def stream_connected(conn, clients: Iterable[str] = ()) -> Iterator[tuple[str, str]]:
+    """Yield (client_id, platform) of every connected credential (or of ``clients``), by client."""
+    wanted = [uuid.UUID(c).hex for c in clients if valid_client_id(c) is not None]
     was_autocommit = conn.autocommit
     conn.autocommit = False  # a server-side cursor lives inside a transaction
     try:
         with conn.cursor(name="analytics_refresh_plan") as cur:
             cur.itersize = FETCH_ROWS
-            cur.execute(sql.SELECT_CONNECTED)
+            if wanted:
+                cur.execute(sql.SELECT_CONNECTED_OF, (wanted,))
+            else:
+                cur.execute(sql.SELECT_CONNECTED)
             yield from cur
         conn.commit()
     finally:

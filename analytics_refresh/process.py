@@ -1,7 +1,7 @@
 """The one way through a command: exceptions become exit codes here and nowhere else.
 
 ``execute`` reads the environment and the settings, runs the command, turns whatever
-escapes it into the process's exit code (``errors.exit_code``), says what
+escapes it into its exit code (``errors.exit_code``; README.md, "Exit codes"), says what
 went wrong on stderr and in the log file, and tells the heartbeat the very code the
 process exits with. Every entry point (the CLI, the cron script, the manual run) uses it.
 """
@@ -156,6 +156,13 @@ class Process:
                     publish(settings, result)
             if self.heartbeat is not None:
                 body = self.tail.text() if self.tail is not None else ""
+                if self.result is not None and self.result.change_error:
+                    # First, so that a long log's tail cannot push it out of the ping.
+                    error = redact(self.result.change_error, settings.secrets if settings else ())
+                    body = (
+                        f"warning: the change query failed ({error}): this run refreshed "
+                        f"every job\n{body}"
+                    )
                 self.heartbeat.finish(code, body, self.run_id)
         except Exception as exc:  # monitoring never changes the outcome
             log.warning("⚠️ Monitoring failed at the end of the run: %s", type(exc).__name__)

@@ -1,22 +1,22 @@
-"""Reading the record: per-key state, recent runs, and which keys should exist.
+"""Reading the record: per-key state and recent runs.
 
-Every per-key question (status, skip-fresh, ordering, the adaptive limit's yardstick, the
-metrics file) reads ``refresh_state``, one row per client x platform, so its cost grows with
-the number of keys and never with the length of the history.
+Every per-key question (skip-fresh, ordering, the adaptive limit's yardstick) reads
+``refresh_state``, one row per client x platform, so its cost grows with the number of keys
+and never with the length of the history; status and the metrics aggregate it in the
+database instead (key_freshness.py).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator
 from datetime import datetime
 
 from . import db
 from . import statements as sql
+from .current import apply_checks
 from .outcome import KeyState
 from .plan import SOURCE_PLATFORMS, Job, build_plan, stream_connected, valid_client_id
-from .settings import PLATFORMS, Settings
+from .settings import Settings
 
 # A key failing this many runs in a row is "failing repeatedly" (status, metrics, alerts).
 FAILING_STREAK = 3
@@ -25,11 +25,21 @@ FAILING_STREAK = 3
 Key = tuple[str, str]
 
 
-def key_states(conn) -> dict[Key, KeyState]:
-    """Return the state of every key the record knows."""
+# Past this many keys one scan of the table costs less than sending the list.
+ALL_STATES_FROM = 20_000
+
+
+def key_states(conn, jobs: Collection | None = None) -> dict[Key, KeyState]:
+    """Return the state of every key (or of the keys of ``jobs``), with when each was checked."""
     with conn.cursor() as cur:
-        cur.execute(sql.KEY_STATES)
-        return {(row[0], row[1]): KeyState(*row) for row in cur}
+        if jobs is None or len(jobs) > ALL_STATES_FROM:
+            cur.execute(sql.KEY_STATES)
+        else:
+            clients = [job.client_id for job in jobs]
+            cur.execute(sql.KEY_STATES_OF, (clients, [job.platform for job in jobs]))
+        states = {(row[0], row[1]): KeyState(*row) for row in cur}
+    apply_checks(conn, states)
+    return states
 
 
 def database_now(conn) -> datetime:
@@ -56,67 +66,6 @@ def expected_jobs(conn, settings: Settings) -> list[Job]:
     db.require_credentials_table(conn)
     plan = build_plan(_trusted(stream_connected(conn)), settings.replace(clients=()))
     return list(dict.fromkeys(plan.jobs))
-
-
-@dataclass(slots=True)
-class Freshness:
-    """How old one expected client x platform's cache is, and how its last attempt went."""
-
-    state: KeyState
-    # Since the cache was last known current (refreshed, or its data confirmed unchanged);
-    # None: never refreshed.
-    age_seconds: float | None
-    changed_seconds: float | None = None  # since its data last changed (change detection)
-    current_at: datetime | None = None  # KeyState.current_at, computed once
-
-    @property
-    def client_id(self) -> str:
-        return self.state.client_id
-
-    @property
-    def platform(self) -> str:
-        return self.state.platform
-
-    @property
-    def last_success(self) -> datetime | None:
-        return self.state.last_success_at
-
-    @property
-    def failing(self) -> bool:
-        return self.state.last_status == "failed"
-
-    @property
-    def failing_repeatedly(self) -> bool:
-        return self.state.consecutive_failures >= FAILING_STREAK
-
-    def is_stale(self, max_age_seconds: float) -> bool:
-        return self.age_seconds is None or self.age_seconds > max_age_seconds
-
-
-def freshness(conn, settings: Settings) -> tuple[datetime, list[Freshness]]:
-    """Return the database's clock and every expected key's freshness, stalest first."""
-    jobs = expected_jobs(conn, settings)
-    now = database_now(conn)
-    states = key_states(conn)
-    rows = []
-    order = {p: i for i, p in enumerate(PLATFORMS)}
-    for job in jobs:
-        state = states.get((job.client_id, job.platform)) or KeyState(job.client_id, job.platform)
-        current = state.current_at
-        rows.append(Freshness(state, _since(now, current), _since(now, state.changed_at), current))
-    # Stalest first (never refreshed ahead of all), then by client and platform.
-    rows.sort(
-        key=lambda r: (
-            -(math.inf if r.age_seconds is None else r.age_seconds),
-            r.state.client_id,
-            order[r.state.platform],
-        )
-    )
-    return now, rows
-
-
-def _since(now: datetime, then: datetime | None) -> float | None:
-    return None if then is None else max(0.0, (now - then).total_seconds())
 
 
 def recent_runs(conn, limit: int) -> tuple[datetime, list[dict]]:

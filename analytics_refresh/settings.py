@@ -10,7 +10,6 @@ reported together so a user fixes them in one pass.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -18,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import deployment, names
+from .envfile import Environment, change_source, dotenv_names, origin_of, read_dotenv
 from .errors import ConfigError
 from .parsers import (
     PLATFORMS,
@@ -87,6 +88,7 @@ VARIABLES: dict[str, Variable] = {
     "HEALTHCHECK_URL": Variable("healthcheck_url", http_url),
     "METRICS_FILE": Variable("metrics_file", Path),
     "METRICS_PUSHGATEWAY_URL": Variable("pushgateway_url", http_url),
+    "METRICS_WORST_KEYS": Variable("metrics_worst_keys", number(int, 0, 500)),
     "REFRESH_ADAPTIVE": Variable("adaptive", boolean),
     "REFRESH_SKIP_FRESH_MINUTES": Variable("skip_fresh_minutes", number(float, 0, 10**6)),
     "REFRESH_SHARD": Variable("shard", _shard),
@@ -95,6 +97,10 @@ VARIABLES: dict[str, Variable] = {
     "REFRESH_MAX_AGE_MINUTES": Variable("max_age_minutes", number(float, 1, 10**6)),
     "REFRESH_INTERVAL_MINUTES": Variable("interval_minutes", number(float, 1, 10**6)),
     "ANALYTICS_REFRESH_DATA_DIR": Variable("data_dir", Path),
+    "REFRESH_POLL_SECONDS": Variable("poll_seconds", number(float, 1, 86400)),
+    "REFRESH_SETTLE_SECONDS": Variable("settle_seconds", number(float, 0, 3600)),
+    "REFRESH_MAX_DELAY_SECONDS": Variable("max_delay_seconds", number(float, 0, 86400)),
+    "REFRESH_ALIVE_FILE": Variable("alive_file", Path),
 }
 # Settings whose value is a URL that may carry a password or a key in its query string.
 URL_VARIABLES = ("DATABASE_URL", "ANALYTICS_API_URL", "HEALTHCHECK_URL", "METRICS_PUSHGATEWAY_URL")
@@ -144,6 +150,8 @@ class Settings:
     healthcheck_url: str | None = None
     metrics_file: Path | None = None
     pushgateway_url: str | None = None
+    # The stalest keys the metrics name (a series each); the rest are only counted.
+    metrics_worst_keys: int = 20
     adaptive: bool = True
     skip_fresh_minutes: float = 0.0
     shard: Shard | None = None
@@ -151,14 +159,32 @@ class Settings:
     data_dir: Path = Path(".data")
     history_days: int = 30
     change_sql: str | None = field(default=None, repr=False)
+    # Which variable gave the change query, and where it was set (for messages).
+    change_sql_source: str = ""
     max_age_minutes: float = 1440.0
     # How often the scheduler starts a run (the installers write it beside the schedule):
     # what the freshness promise, the copies' refresh lead and the deadline are judged by.
     interval_minutes: float = 120.0
+    # The listener: how often it reads pending requests without a notification, how long a
+    # key's changes must be quiet before it refreshes, and the most it waits after the first.
+    poll_seconds: float = 60.0
+    settle_seconds: float = 5.0
+    max_delay_seconds: float = 60.0
+    # Touched every few seconds while the listener's loop makes progress (a liveness probe).
+    alive_file: Path | None = None
     # systemd sets JOURNAL_STREAM for a unit's output: the log then also goes to stderr.
     journal: bool = False
-    # Unknown variables with a project prefix, each with the closest known name.
+    # Unknown variables (a project prefix, or a near-miss of a known name), each with the
+    # closest known name; and problems of settings that are valid one by one.
     warnings: tuple[str, ...] = ()
+    # (misspelt name, the known name it resembles), from .env or the environment.
+    near_misses: tuple[tuple[str, str], ...] = ()
+    # Where DATABASE_URL was set ("the environment", or the .env file), "" when unset.
+    database_origin: str = ""
+    # What says a real deployment is meant (deployment.signs): no embedded database then.
+    deployment: tuple[str, ...] = ()
+    # A run the scheduler started (trigger cron): never on the embedded database.
+    scheduled: bool = False
     # Run options that only the command line sets.
     clients: tuple[str, ...] = ()
     dry_run: bool = False
@@ -197,11 +223,21 @@ class Settings:
         if not self.secret_key:
             raise ConfigError(
                 "API_SECRET_KEY is not set: expected the HMAC secret shared with the "
-                f"dashboard API, at least {MIN_SECRET_LENGTH} characters",
+                f"dashboard API, at least {MIN_SECRET_LENGTH} characters"
+                + self.misspelling_of("API_SECRET_KEY", "API_SECRET_KEY_FILE"),
                 hint="set API_SECRET_KEY in the environment or .env "
                 "(or API_SECRET_KEY_FILE naming a file that holds it)",
             )
         return self.secret_key
+
+    def misspelling_of(self, *wanted: str) -> str:
+        """Return '; NAME is set: did you mean WANTED?' for a near-miss of ``wanted``."""
+        found = [
+            f"{wrong} is set: did you mean {right}?"
+            for wrong, right in self.near_misses
+            if right in wanted
+        ]
+        return "; " + "; ".join(found) if found else ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -215,10 +251,26 @@ class Settings:
         values["database_url"] = env.database_url()
         values["secret_key"] = env.secret("API_SECRET_KEY")
         values["change_sql"] = env.text_or_file("REFRESH_CHANGE_SQL")
-        values["warnings"] = unknown_variables(environ)
         values["journal"] = bool(env.text("JOURNAL_STREAM"))
         env.check_secret_length("API_SECRET_KEY", values["secret_key"])
         env.raise_problems()
+        found = names.misspelt(environ, KNOWN_VARIABLES, PREFIXES, dotenv_names(environ))
+        where = origin_of(environ)
+        values["near_misses"] = tuple((k, v) for k, v in found.items() if v)
+        values["database_origin"] = where("DATABASE_URL") if values["database_url"] else ""
+        values["deployment"] = deployment.signs(environ, where, values["near_misses"])
+        values["change_sql_source"] = change_source(environ, where) if values["change_sql"] else ""
+        interval = values.get("interval_minutes", cls.interval_minutes)
+        if "deadline" not in values:
+            values["deadline"] = deployment.default_deadline(interval)
+        short = deployment.change_query_warning(interval, values["change_sql"])
+        values["warnings"] = (
+            names.warnings_for(found, where)
+            + deployment.schedule_warnings(
+                values["deadline"], interval, values.get("timeout", cls.timeout)
+            )
+            + ((short,) if short else ())
+        )
         return cls(**values)
 
 
@@ -251,14 +303,10 @@ def partial(environ: Mapping[str, str], name: str, default: Any = None) -> Any:
 
 
 def unknown_variables(environ: Mapping[str, str]) -> tuple[str, ...]:
-    """Return a warning for each project-prefixed variable the project does not know."""
-    found = []
-    for name in sorted(environ):
-        if name.startswith(PREFIXES) and name not in KNOWN_VARIABLES:
-            close = difflib.get_close_matches(name, KNOWN_VARIABLES, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]}?" if close else "see .env.example for every name"
-            found.append(f"unknown variable {name} is ignored: {hint}")
-    return tuple(found)
+    """Return a warning for each variable that is a near-miss of a known name or carries a
+    project prefix the project does not know."""
+    found = names.misspelt(environ, KNOWN_VARIABLES, PREFIXES, dotenv_names(environ))
+    return names.warnings_for(found, origin_of(environ))
 
 
 class _Reader:
@@ -299,9 +347,20 @@ class _Reader:
         return self.text_or_file(name)
 
     def text_or_file(self, name: str) -> str | None:
-        """Read ``NAME``, or the contents of the file ``NAME_FILE`` names."""
+        """Read ``NAME``, or the contents of the file ``NAME_FILE`` names.
+
+        Setting both, in any mix of the environment and ``.env``, is an error: whichever
+        won, the other would be ignored without a word.
+        """
         value = self.text(name)
         file_name = self.text(f"{name}_FILE")
+        if value and file_name:
+            where = origin_of(self.environ)
+            self.problems.append(
+                f"{name} (set in {where(name)}) and {name}_FILE (set in "
+                f"{where(name + '_FILE')}) are both set: expected one of them; unset the other"
+            )
+            return None
         if not value and file_name:
             try:
                 value = Path(file_name).read_text(encoding="utf-8").strip()
@@ -337,37 +396,15 @@ def load_environment(
     """
     if environ is not None:
         return environ
-    merged = dict(read_dotenv((cwd or Path.cwd()) / ".env"))
+    path = (cwd or Path.cwd()) / ".env"
+    from_file = read_dotenv(path)
+    merged = Environment(from_file)
     merged.update(os.environ)
+    merged.dotenv_path = path
+    merged.dotenv_names = frozenset(set(from_file) - set(os.environ))
     return merged
 
 
 def given_environment(environ: Mapping[str, str] | None = None) -> Mapping[str, str]:
     """Return ``environ``, or the process environment as it is, before ``.env`` is read."""
     return os.environ if environ is None else environ
-
-
-def read_dotenv(path: Path) -> dict[str, str]:
-    """Return the variables of a ``.env`` file, or raise ConfigError at its first bad line."""
-    from dotenv import dotenv_values
-    from dotenv.parser import parse_stream
-
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-        raise ConfigError(f"{path} cannot be read: {reason}") from exc
-    import io
-
-    bad = [b.original.line for b in parse_stream(io.StringIO(text)) if b.error]
-    if bad:
-        lines = ", ".join(str(n) for n in bad[:5])
-        raise ConfigError(
-            f"{path}: line {lines} cannot be parsed (expected NAME=value)",
-            hint="quote values with spaces or '#', close every quote; .env.example shows "
-            "each variable",
-        )
-    values = dotenv_values(stream=io.StringIO(text), interpolate=True)
-    return {k: v for k, v in values.items() if v is not None}

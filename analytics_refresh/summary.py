@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def extras(counts: Counter, unchanged: int, retries: int) -> str:
-    fresh = counts["skipped"] - unchanged
+    fresh = counts["skipped"]  # unchanged keys have no record: only counted
     parts = [
         f"{n} {label}"
         for n, label in (

@@ -1,7 +1,7 @@
 """Writing the run's record: its ``refresh_runs`` row and its jobs' rows (records.py reads).
 
 One connection of the run's own, reconnected when it drops. Every call is bounded twice:
-by ``statement_timeout`` on the server, and by the client (cutoff.py), since a server that
+by ``statement_timeout`` on the server, and by the client (dbwatch.py), since a server that
 stopped answering enforces nothing. After the deadline the writes that record how the run
 ended get a short grace each; once ``give_up_at`` has passed, no write waits or retries.
 """
@@ -20,10 +20,9 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extras
 
-from . import db
+from . import db, dbwatch
 from . import statements as sql
 from .clock import Deadline
-from .cutoff import bounded, cut
 from .errors import DatabaseError, RefreshError, first_line
 from .outcome import STORED_TEXT_CHARS, Ending, JobRecord, OtherRun
 from .plan import Job
@@ -70,6 +69,12 @@ class RunWriter:
                 except (psycopg2.OperationalError, psycopg2.InterfaceError, DatabaseError) as exc:
                     if isinstance(exc, psycopg2.errors.QueryCanceled):
                         raise db.translate(exc, self.url, self.deadline) from exc
+                    if isinstance(exc, db.DatabaseStoppedAnswering | dbwatch.DatabaseSilent):
+                        # Reconnecting to a server that stopped answering costs seconds.
+                        self._drop()
+                        if isinstance(exc, RefreshError):
+                            raise
+                        raise db.translate(exc, self.url) from exc
                     # Every statement here is idempotent, so repeating one is safe.
                     self._drop()
                     if isinstance(exc, db.DatabaseStoppedAnswering):
@@ -94,17 +99,13 @@ class RunWriter:
             self._conn = self._connect()
             self._timeout = db.STATEMENT_SECONDS
         self._bound()
-        with bounded(self._conn, self._timeout) as cutoff:
-            try:
-                with self._conn.cursor() as cur:
-                    return action(cur)
-            except psycopg2.Error as exc:
-                if cutoff.fired:
-                    raise DatabaseError(
-                        f"{STOPPED_ANSWERING}: no answer in {self._timeout:g}s",
-                        hint="check the database server and the network path to it",
-                    ) from exc
-                raise
+        try:
+            with self._conn.cursor() as cur:
+                return action(cur)
+        except dbwatch.DatabaseSilent as exc:
+            raise db.DatabaseStoppedAnswering(
+                f"{STOPPED_ANSWERING}: no answer in {self._timeout:g}s", hint=db.SILENT_HINT
+            ) from exc
 
     def _connect(self):
         if self.give_up_at is None:
@@ -116,7 +117,10 @@ class RunWriter:
             raise DatabaseError(f"{STOPPED_ANSWERING}: no time left to reconnect")
         try:
             return db.connect(
-                self.url, application_name="analytics-refresh", deadline=Deadline(left)
+                self.url,
+                application_name="analytics-refresh",
+                deadline=Deadline(left),
+                silence=db.silence_of(self.deadline),
             )
         except db.DeadlineReached as exc:
             raise DatabaseError(f"{STOPPED_ANSWERING}: {exc}") from exc
@@ -169,9 +173,6 @@ class RunWriter:
         }
         self._execute(lambda cur: cur.execute(sql.INSERT_RUN, params))
 
-    def renew_lease(self) -> None:
-        self._execute(lambda cur: cur.execute(sql.RENEW_LEASE, {"run_id": self.run_id}))
-
     def running_elsewhere(self, query: str = sql.RUNNING_ELSEWHERE) -> list[OtherRun]:
         """Return the rows left ``running`` that no run holding a lock now can own."""
         count = self.shard.partition("/")[2]
@@ -207,6 +208,10 @@ class RunWriter:
             return row[0] if row else None
 
         return self._execute(action)
+
+    def run(self, statement: str, params=()) -> None:
+        """Run one statement of the run's own that returns nothing."""
+        self._execute(lambda cur: cur.execute(statement, params))
 
     def query(self, statement: str, params=()) -> list[tuple]:
         """Run one read of the run's own (the claim's look at the lock's holders)."""
@@ -247,7 +252,8 @@ class RunWriter:
         """Shut the connection's socket: a write waiting on a silent server fails now."""
         conn = self._conn
         if conn is not None:
-            cut(conn)
+            db.silence_of(self.deadline).found()
+            dbwatch.cut(conn)
 
     def close(self) -> None:
         if self._mutex.acquire(timeout=FINAL_WRITE_SECONDS):

@@ -193,10 +193,15 @@ def main(argv: list[str] | None = None) -> int:
             print(results[-1], flush=True)
     columns = list(results[0])
     print()
-    print(" | ".join(columns))
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---:|" * len(columns))
     for row in results:
-        print(" | ".join(str(row[column]) for column in columns))
+        print("| " + " | ".join(_cell(row[column]) for column in columns) + " |")
     return 0
+
+
+def _cell(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import random
 import re
 import subprocess
 import sys
+import tempfile
 import uuid
 import warnings
 from pathlib import Path
@@ -62,13 +63,16 @@ def empty_database(server: str, name: str) -> str:
 def create_database(server: str, name: str) -> str:
     """Create (or recreate) database ``name`` with the tables a run needs; return its URL."""
     url = empty_database(server, name)
-    # The runner's tables exactly as a user makes them.
-    subprocess.run(
-        [str(CLI), "db", "init"],
-        env={**os.environ, "DATABASE_URL": url},
-        check=True,
-        capture_output=True,
-    )
+    # The runner's tables exactly as a user makes them, from an empty directory: a .env in
+    # the checkout must not change what the benchmark measures.
+    with tempfile.TemporaryDirectory() as empty:
+        subprocess.run(
+            [str(CLI), "db", "init"],
+            env={**os.environ, "DATABASE_URL": url},
+            cwd=empty,
+            check=True,
+            capture_output=True,
+        )
     conn = _admin(url)
     with conn.cursor() as cur:
         cur.execute(credentials_table_sql())
@@ -134,16 +138,25 @@ def run_row(url: str, run_id: str) -> dict:
     }
 
 
-def keep_only_run(url: str, run_id: str) -> None:
-    """Make ``run_id`` the only history, so every scenario starts from the same durations."""
-    conn = _admin(url)
+def snapshot(server: str, name: str, copy: str) -> None:
+    """Keep database ``name`` as it is now, every table of it, in database ``copy``."""
+    conn = _admin(server)
     with conn.cursor() as cur:
-        cur.execute("DELETE FROM refresh_runs WHERE run_id <> %s", (run_id,))
+        cur.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{name}"')
     conn.close()
 
 
-def clear_history(url: str) -> None:
-    conn = _admin(url)
+def restore(server: str, name: str, copy: str) -> None:
+    """Make database ``name`` exactly what ``snapshot`` kept in ``copy``.
+
+    A scenario reads the runs, the jobs, the per-key state (ordering and the adaptive limit's
+    yardstick), the learned limit and whatever later releases add: deleting tables one by
+    one would leave some scenario starting from the one before it. A copy of the whole
+    database leaves nothing behind.
+    """
+    conn = _admin(server)
     with conn.cursor() as cur:
-        cur.execute("DELETE FROM refresh_runs")
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{copy}"')
     conn.close()

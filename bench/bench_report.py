@@ -1,6 +1,27 @@
-"""The refresh benchmark's table and its goals, from the figures refresh_bench.py gathers."""
+"""The tables of bench/README.md (and the soak's in docs/RELIABILITY.md), written by the
+benchmarks that measure them.
+
+``python bench/bench_report.py`` runs every benchmark at full size and replaces each
+generated section (between ``<!-- bench_report.py: NAME -->`` and
+``<!-- /bench_report.py: NAME -->``) with what the benchmark printed, stamped with the
+commit it measured and the command; ``--only NAME`` runs some, ``--quick`` runs small sizes
+and prints instead of writing. It also renders refresh_bench.py's figures (``report``).
+"""
 
 from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def report(results: dict) -> str:
@@ -112,3 +133,156 @@ def goals(results: dict, rows: dict) -> list[str]:
         )
     )
     return out
+
+
+# -- the generated sections -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Section:
+    """One generated section: the benchmark command (full size) and its smoke-test size."""
+
+    argv: tuple[str, ...]
+    quick: tuple[str, ...] = ()
+    # Extra runs whose one figure each makes a table of its own: (row label, column).
+    variants: tuple[tuple[str, ...], ...] = field(default=())
+    figure: tuple[str, int] | None = None
+    doc: str = "bench/README.md"  # the file holding the section
+    preamble: bool = False  # keep the lines printed before the first table too
+
+
+SECTIONS = {
+    "api": Section(("bench/api_bench.py",), ("--sizes", "2000,20000", "--runs", "2")),
+    "refresh": Section(
+        ("bench/refresh_bench.py",),
+        ("--clients", "50", "--cost-jobs", "300", "--plan-clients", "3000", "--skip-baseline"),
+    ),
+    "change": Section(("bench/change_bench.py",), ("--quick",)),
+    # The oldest age of (b) across set-ups that once missed the goal.
+    "change-cases": Section(
+        ("bench/change_bench.py",),
+        ("--quick",),
+        variants=((), ("--workers", "2"), ("--service-seconds", "10"), ("--seed", "2")),
+        figure=("oldest dashboard age", 2),
+    ),
+    "history": Section(("bench/history_bench.py",), ("--quick",)),
+    "soak": Section(
+        ("bench/soak.py",), ("--jobs", "500"), doc="docs/RELIABILITY.md", preamble=True
+    ),
+}
+
+
+# The machine's load while each section was measured (1-minute averages, before and after):
+# the cores may be shared, and every figure but the simulated ones moves with it.
+LOADS: list[tuple[float, float]] = []
+
+
+def run_bench(argv: list[str]) -> str:
+    """Run one benchmark as a process of its own and return what it printed."""
+    started = time.monotonic()
+    before = os.getloadavg()[0]
+    print(f"running: python {' '.join(argv)}", file=sys.stderr, flush=True)
+    done = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+        raise SystemExit(f"{' '.join(argv)} exited {done.returncode}")
+    LOADS.append((before, os.getloadavg()[0]))
+    print(f"  {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    return done.stdout
+
+
+def printed_tables(output: str, preamble: bool = False) -> str:
+    """Return the tables and goal lines a benchmark printed: from its first table on (or
+    from the start), without the figures it printed as JSON, its command line or timing."""
+    lines = output.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
+    kept = [
+        line
+        for line in lines[0 if preamble else first :]
+        if not line.startswith(("{", "command:", "Command:", "running", "runs recorded:"))
+        and not re.fullmatch(r"\(\d+(\.\d+)? s\)", line.strip())
+    ]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
+
+
+def figure_of(output: str, row: str, column: int) -> str:
+    """Return one cell of a printed markdown table: the row named ``row``, ``column``."""
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells and cells[0] == row:
+            return cells[column]
+    raise SystemExit(f"the benchmark printed no row {row!r}")
+
+
+def measured(section: Section, quick: bool) -> tuple[str, list[str]]:
+    """Run a section's benchmark(s); return its markdown and the commands that made it."""
+    extra = list(section.quick) if quick else []
+    if not section.variants:
+        argv = [*section.argv, *extra]
+        return printed_tables(run_bench(argv), section.preamble), [argv]
+    label, column = section.figure or ("", 0)
+    rows = ["| command | " + label + " (b) |", "| --- | --- |"]
+    commands = []
+    for variant in section.variants:
+        argv = [*section.argv, *extra, *variant]
+        commands.append(argv)
+        value = figure_of(run_bench(argv), label, column)
+        rows.append(f"| `.venv/bin/python {' '.join(argv)}` | {value} |")
+    return "\n".join(rows), commands
+
+
+def stamp(commands: list[list[str]]) -> str:
+    """Say what measured the figures below: the commit, the machine, the command."""
+    commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
+    # Only the code a benchmark runs changes what it measures: prose (these very sections
+    # included) and the tests may differ.
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!*.md", ":!tests")
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    server = "the server in DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
+    shown = "; ".join(f"`.venv/bin/python {' '.join(argv)}`" for argv in commands[:1])
+    loads = LOADS[-len(commands) :]
+    load = f"{min(min(pair) for pair in loads):.1f}-{max(max(pair) for pair in loads):.1f}"
+    return (
+        f"Written by `.venv/bin/python bench/bench_report.py` on {when}: commit {commit}"
+        f"{' with uncommitted changes' if dirty else ''}, {os.cpu_count()} CPUs (load "
+        f"average {load}), Python {platform.python_version()}, {server} PostgreSQL; {shown}."
+    )
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    except OSError:
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """Return ``text`` with the generated section ``name`` replaced by ``body``."""
+    begin, end = f"<!-- bench_report.py: {name} -->", f"<!-- /bench_report.py: {name} -->"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"no section {begin} ... {end} to replace")
+    return pattern.sub(lambda _: f"{begin}\n{body}\n{end}", text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", choices=sorted(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="small sizes; print, not write")
+    args = parser.parse_args(argv)
+    for name in args.only or SECTIONS:
+        body, commands = measured(SECTIONS[name], args.quick)
+        section = f"{stamp(commands)}\n\n{body}"
+        if args.quick:
+            print(f"--- {name} (quick sizes, not written)\n{section}\n")
+            continue
+        # Written as each finishes, so a later failure keeps what was measured.
+        doc = ROOT / SECTIONS[name].doc
+        doc.write_text(replace_section(doc.read_text(encoding="utf-8"), name, section))
+        print(f"wrote the {name} section of {SECTIONS[name].doc}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

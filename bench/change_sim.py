@@ -9,6 +9,11 @@ updates the key's ``KeyState`` at the job's end with the change key read when it
 planned, as ``refresh_state`` records it. A run that is still going when the next one is
 due makes that one exit 5 (the lock is held), so runs never overlap. A run plans (reads the
 change keys and the clock) STARTUP_SECONDS after its tick, plus up to ``start_jitter``.
+
+As the reference change query does, each key carries the UTC day its dashboard's window
+ends on (``date_in_key``), so every key changes at midnight; with ``cache_ttl`` each
+refreshed copy expires that long after its refresh ended (the API's ``expires_at``), and
+change-aware runs refresh a copy expiring within ``lead`` seconds (``changes.decide``).
 """
 
 from __future__ import annotations
@@ -96,8 +101,14 @@ class Simulation:
         initial_success: float,
         start_jitter: float = 0.0,
         seed: int = 0,
+        cache_ttl: float | None = None,
+        lead: float = 0.0,
+        date_in_key: bool = True,
     ):
         self.traffic = traffic
+        self.cache_ttl = cache_ttl
+        self.lead = lead
+        self.date_in_key = date_in_key
         self.start_jitter = start_jitter
         self.rng = random.Random(seed)
         self.workers = workers
@@ -119,9 +130,15 @@ class Simulation:
                 last_duration_ms=round(service_seconds * 1000),
                 change_key=self.key_of(j, keys),
                 changed_at=when,
+                expires_at=self.expiry(initial_success),
             )
             for j in self.jobs
         }
+
+    def expiry(self, end: float) -> datetime | None:
+        if self.cache_ttl is None:
+            return None
+        return datetime.fromtimestamp(end + self.cache_ttl, timezone.utc)
 
     # -- the data's change keys, as REFRESH_CHANGE_SQL would return them ---------------------
     def change_keys(self, now: float) -> dict[tuple[str, str], str]:
@@ -131,8 +148,12 @@ class Simulation:
             self.counts[(client, platform)] += 1
             self.seen += 1
         # Every client has order lines, so the query returns a row for each key.
+        day = datetime.fromtimestamp(now, timezone.utc).date().isoformat()
+        suffix = f"/{day}" if self.date_in_key else ""
         return {
-            (c, p): str(self.counts[(c, p)]) for c in self.traffic.clients for p in SOURCE_PLATFORMS
+            (c, p): f"v{self.counts[(c, p)]}{suffix}"
+            for c in self.traffic.clients
+            for p in SOURCE_PLATFORMS
         }
 
     @staticmethod
@@ -174,6 +195,7 @@ class Simulation:
                 connected=self.connected,
                 now=now,
                 max_age_minutes=max_age_minutes,
+                lead_seconds=self.lead,
             )
             jobs, stored = decision.run, decision.keys
             self.log.kinds.extend((start, kind) for kind in decision.kinds.values())
@@ -216,6 +238,7 @@ class Simulation:
             changed_at=when if key != old.change_key else old.changed_at,
             # As refresh_state and refresh_runs record it: when the run was planned.
             success_planned_at=datetime.fromtimestamp(planned, timezone.utc),
+            expires_at=self.expiry(end),
         )
         self.log.refreshes[(job.client_id, job.platform)].append((start, end))
         self.log.jobs.append((start, end))
@@ -270,3 +293,27 @@ def oldest_age(log: RunLog, begin: float, end: float) -> tuple[float, tuple[str,
         if previous is not None and end - previous > worst[0]:
             worst = (end - previous, key, end)
     return worst
+
+
+def expired_seconds(log: RunLog, ttl: float | None, begin: float, end: float) -> float:
+    """Key-seconds of the window in which a key's copy had expired (a reader would wait)."""
+    if ttl is None:
+        return 0.0
+    total = 0.0
+    for refreshes in log.refreshes.values():
+        ends = sorted(e for _, e in refreshes)
+        for previous, following in zip(ends, [*ends[1:], end], strict=True):
+            lapse_from, lapse_to = max(previous + ttl, begin), min(following, end)
+            total += max(0.0, lapse_to - lapse_from)
+    return total
+
+
+def covering_new_day(log: RunLog, midnight: float) -> tuple[float, int, int]:
+    """Return when the first run that started after ``midnight`` ended, and how many keys
+    had by then been refreshed by a job that started after midnight, of how many."""
+    first = min((r for r in log.runs if r[0] >= midnight), key=lambda r: r[0])
+    covered = sum(
+        1 for refreshes in log.refreshes.values()
+        if any(midnight <= s and e <= first[1] for s, e in refreshes)
+    )  # fmt: skip
+    return first[1], covered, len(log.refreshes)

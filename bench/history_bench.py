@@ -12,6 +12,10 @@ stopped with SIGTERM and its rows deleted, so every round starts from the same h
 Last, it prunes the long history with ``analytics-refresh db prune --days N`` and compares
 the sizes.
 
+Then the ``--fleet-clients`` case (fleet_bench.py): the metrics file, a one-client run and
+``status`` at 100,000 clients after one run, against their goals (``--only-fleet`` runs it
+alone).
+
 ``python bench/history_bench.py`` prints the figures, each goal met or missed, and the
 command line; ``--quick`` is a smoke run of under a minute.
 """
@@ -35,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import bench_db
+import fleet_bench
 import history_data as data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -337,6 +342,12 @@ def parse_args(argv=None):
     parser.add_argument("--big-clients", type=int, default=100_000, help="0: no big dataset")
     parser.add_argument("--big-days", type=int, default=3)
     parser.add_argument("--prune-days", type=int, default=7, help="kept by the prune")
+    parser.add_argument(
+        "--fleet-clients", type=int, default=100_000, help="the metrics and status case; 0: none"
+    )
+    parser.add_argument(
+        "--only-fleet", action="store_true", help="run the --fleet-clients case alone"
+    )
     parser.add_argument("--repeat", type=int, default=5, help="rounds; the median is shown")
     parser.add_argument("--warmup", type=int, default=1, help="untimed status runs first")
     parser.add_argument(
@@ -351,6 +362,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.days, args.big_clients, args.big_days = 300, 3, 3000, 1
+        args.fleet_clients = min(args.fleet_clients, 3000)
         args.repeat, args.prune_days, args.warmup = 3, 1, 0
     if not 0 < args.prune_days < args.days:
         parser.error("--prune-days must be between 0 and --days")
@@ -395,7 +407,11 @@ def main(argv=None) -> int:
         }
         if not args.big_clients:
             del plan["big"]
+        if args.only_fleet:
+            plan = {}
         datasets: dict[str, data.Dataset] = {}
+        fleet = None
+        timings = prune = None
         try:
             for role, (label, clients, days, per_day) in plan.items():
                 print(f"building {label}", flush=True)
@@ -417,20 +433,35 @@ def main(argv=None) -> int:
                     flush=True,
                 )
                 datasets[role] = ds
-            print("timing", flush=True)
-            timings = measure(list(datasets.values()), env, args.repeat, args.warmup)
-            print(f"pruning {datasets['long'].label}", flush=True)
-            prune = measure_prune(env, datasets["long"], args.prune_days)
-            print(f"  {prune['output']}", flush=True)
+            if datasets:
+                print("timing", flush=True)
+                timings = measure(list(datasets.values()), env, args.repeat, args.warmup)
+                print(f"pruning {datasets['long'].label}", flush=True)
+                prune = measure_prune(env, datasets["long"], args.prune_days)
+                print(f"  {prune['output']}", flush=True)
+            if args.fleet_clients:
+                backend = FirstRequest()
+                try:
+                    fleet = fleet_bench.measure(
+                        server, env, args.fleet_clients, args.repeat, backend
+                    )
+                finally:
+                    backend.close()
         finally:
             if not args.keep:
                 for ds in datasets.values():
                     bench_db.drop_database(server, ds.name)
+                if fleet is not None:
+                    bench_db.drop_database(server, fleet["ds"].name)
             if embedded is not None:
                 embedded.cleanup()  # before its directory goes
         print()
-        print(report(args, datasets, timings, prune))
-        print()
+        if datasets:
+            print(report(args, datasets, timings, prune))
+            print()
+        if fleet is not None:
+            print(fleet_bench.report(fleet, args.repeat))
+            print()
         print(f"command: {command}")
         if args.json:
             Path(args.json).write_text(
@@ -443,6 +474,9 @@ def main(argv=None) -> int:
                         ],
                         "timings": timings,
                         "prune": prune,
+                        "fleet": None
+                        if fleet is None
+                        else {k: v for k, v in fleet.items() if k != "ds"},
                     },
                     indent=2,
                     default=str,

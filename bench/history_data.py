@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,10 @@ CREATE_KEYS = """
     FROM generate_series(1, %(clients)s) AS i
     CROSS JOIN (VALUES (1, 'shopify'), (2, 'amazon'), (3, 'all')) AS p(n, platform)
 """
+CREATE_LAST = """
+    CREATE TEMP TABLE bench_last (
+        client_id uuid, platform text, at timestamptz, PRIMARY KEY (client_id, platform))
+"""
 INSERT_RUNS = """
     INSERT INTO refresh_runs (run_id, trigger, host, shard, pid, started_at, finished_at,
                               heartbeat_at, status, exit_code, concurrency_limit)
@@ -65,7 +70,8 @@ INSERT_RUNS = """
 INSERT_JOBS = """
     WITH jobs AS (
         INSERT INTO refresh_jobs (run_id, client_id, platform, status, attempts, http_status,
-                                  duration_ms, platform_count, sku_count, error, finished_at)
+                                  duration_ms, platform_count, sku_count, error, finished_at,
+                                  prev_success_at)
         SELECT md5('run:' || %(n)s)::uuid, k.client_id, k.platform,
                CASE WHEN f.failed THEN 'failed' ELSE 'succeeded' END,
                CASE WHEN f.failed THEN 3 ELSE 1 END,
@@ -75,13 +81,20 @@ INSERT_JOBS = """
                CASE WHEN f.failed THEN NULL ELSE k.skus END,
                CASE WHEN f.failed THEN 'HTTP 500 after 3 attempts' END,
                %(started)s::timestamptz
-                   + make_interval(secs => (k.i * 3 + k.p) %% (%(run_minutes)s * 60))
+                   + make_interval(secs => (k.i * 3 + k.p) %% (%(run_minutes)s * 60)),
+               -- As a runner writes it: the key's success before this one (none: -infinity).
+               CASE WHEN NOT f.failed THEN coalesce(l.at, '-infinity') END
         FROM bench_keys AS k
+        LEFT JOIN bench_last AS l ON l.client_id = k.client_id AND l.platform = k.platform
         CROSS JOIN LATERAL (
             SELECT (k.i * 31 + %(n)s * 17 + k.p * 7) %% 197 = 0
                    OR (k.i %% 1000 = 1 AND k.p = 2 AND %(n)s > %(runs)s - 3)
         ) AS f(failed)
-        RETURNING status
+        RETURNING client_id, platform, status, finished_at
+    ), last AS (
+        INSERT INTO bench_last AS l (client_id, platform, at)
+        SELECT client_id, platform, finished_at FROM jobs WHERE status = 'succeeded'
+        ON CONFLICT (client_id, platform) DO UPDATE SET at = excluded.at
     )
     UPDATE refresh_runs
     SET jobs_total = c.total, jobs_succeeded = c.total - c.failed, jobs_failed = c.failed,
@@ -137,13 +150,15 @@ def connect(url: str):
 
 def cli(url: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``analytics-refresh ARGS`` against ``url``; raise with its stderr on failure."""
-    done = subprocess.run(
-        [str(CLI), *args],
-        env={**os.environ, **(env or {}), "DATABASE_URL": url},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory() as empty:  # no .env of the checkout's
+        done = subprocess.run(
+            [str(CLI), *args],
+            env={**os.environ, **(env or {}), "DATABASE_URL": url},
+            cwd=empty,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if done.returncode != 0:
         raise RuntimeError(
             f"analytics-refresh {' '.join(args)}: exit {done.returncode}\n{done.stderr[-2000:]}"
@@ -182,6 +197,7 @@ def build(
         cur.execute(SEED_CREDENTIALS, {"clients": clients, "platforms": list(PLATFORMS)})
         if ds.runs:
             cur.execute(CREATE_KEYS, {"clients": clients})
+            cur.execute(CREATE_LAST)
             cur.execute(
                 INSERT_RUNS,
                 {
@@ -201,7 +217,7 @@ def build(
                 )
                 if n % max(1, ds.runs // 6) == 0 or n == ds.runs:
                     progress(f"  {label}: {n}/{ds.runs} runs, {time.perf_counter() - started:.0f}s")
-            cur.execute("DROP TABLE bench_keys")
+            cur.execute("DROP TABLE bench_keys, bench_last")
         cur.execute("VACUUM ANALYZE client_api_credentials, refresh_runs, refresh_jobs")
         ds.job_rows = _history_rows(cur)[0]
     ds.build_seconds = time.perf_counter() - started

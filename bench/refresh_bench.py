@@ -239,6 +239,7 @@ def refresh_scenario(
         "span_ratio": stats["span"] / bound,
         "wall_ratio": result.wall / bound,
         "wait_share": stats["queue_wait_mean"] / mean_service,
+        "held_share": stats["held_sum"] / max(stats["service_sum"], 1e-9),
         "max_in_flight": stats["max_in_flight"],
         "requests": stats["requests"],
         "shed_share": stats["shed"] / max(1, stats["requests"]),
@@ -327,8 +328,11 @@ def plan_at_scale(server: str, workdir: Path, clients: int) -> dict:
     }
 
 
+# The scenarios' database, and the copies each scenario starts from (bench_db.restore).
+DATABASE, WARM, FIRST_EVER = "bench_refresh", "bench_refresh_warm", "bench_refresh_first"
+
 SCENARIOS = [
-    # The reference run: its durations are the history every warm scenario starts from.
+    # The reference run: its record is the history every warm scenario starts from.
     Scenario("known C=8, fixed 8", {"REFRESH_CONCURRENCY": "8", "REFRESH_ADAPTIVE": "false"}),
     Scenario("known C=8, ceiling 8, adaptive", {"REFRESH_CONCURRENCY": "8"}),
     Scenario("unknown C=8, ceiling 64, adaptive", {"REFRESH_CONCURRENCY": "64"}),
@@ -348,7 +352,6 @@ SCENARIOS = [
         {"REFRESH_CONCURRENCY": "64", "REFRESH_ADAPTIVE": "false"},
         {"shed_queue": 2},
     ),
-    # Last: it deletes the history the scenarios above start from.
     Scenario(
         "unknown C=8, ceiling 64, adaptive, first run",
         {"REFRESH_CONCURRENCY": "64"},
@@ -375,9 +378,10 @@ def main(argv=None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="refresh-bench-"))
     server = bench_db.server_url(workdir)
     results: dict = {"refresh": [], "command": "python bench/refresh_bench.py"}
-    db_url = bench_db.create_database(server, "bench_refresh")
+    db_url = bench_db.create_database(server, DATABASE)
     try:
         ids = bench_db.seed_clients(db_url, args.clients, ("shopify",))
+        bench_db.snapshot(server, DATABASE, FIRST_EVER)
         if not args.skip_baseline:
             stub = Stub(workers=8, mean=0.1)
             try:
@@ -386,24 +390,25 @@ def main(argv=None) -> int:
             finally:
                 stub.stop()
             print(f"sequential baseline: {results['sequential_wall']:.1f}s", flush=True)
-        reference = None
         for number, scenario in enumerate(SCENARIOS):
-            if args.only and args.only not in scenario.name and reference is not None:
+            if number and args.only and args.only not in scenario.name:
                 continue
-            if scenario.history == "none":
-                bench_db.clear_history(db_url)
-            elif reference is not None:
-                bench_db.keep_only_run(db_url, reference)
+            # Every scenario but the reference starts from the very same database: the
+            # reference run's record (warm) or none at all (a first run ever).
+            if number:
+                start = WARM if scenario.history == "warm" else FIRST_EVER
+                bench_db.restore(server, DATABASE, start)
             env = {"LOG_LEVEL": "DEBUG", **scenario.env}
             row = refresh_scenario(
                 Scenario(scenario.name, env, scenario.stub), db_url, ids[0], workdir, number
             )
-            if reference is None:
-                reference = bench_db.last_run_id(db_url)
+            if not number:
+                bench_db.snapshot(server, DATABASE, WARM)
             results["refresh"].append(row)
             print(json.dumps(row), flush=True)
     finally:
-        bench_db.drop_database(server, "bench_refresh")
+        for name in (DATABASE, WARM, FIRST_EVER):
+            bench_db.drop_database(server, name)
     if args.skip_scale:
         for row in results["refresh"]:
             print(json.dumps(row))

@@ -134,11 +134,12 @@ def main(argv=None) -> int:
         }
         command = [sys.executable, str(ROOT / "analytics_refresh_cron.py")]
         started = time.monotonic()
-        run = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+        # cwd: the run's own folder, not the checkout, whose .env would change its settings.
+        run = subprocess.Popen(command, env=env, cwd=workdir, stdout=subprocess.DEVNULL)
         # Midway, as a second host's scheduler would, start another run.
         while backend.counts["requests"] < args.jobs // 2 and run.poll() is None:
             time.sleep(0.2)
-        second = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, check=False)
+        second = subprocess.run(command, env=env, cwd=workdir, capture_output=True, check=False)
         code = run.wait()
         elapsed = time.monotonic() - started
         backend.shutdown()

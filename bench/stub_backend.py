@@ -25,6 +25,7 @@ import statistics
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -73,6 +74,7 @@ class Stats:
     def reset(self) -> None:
         self.service_sum = 0.0
         self.services: list[float] = []
+        self.held_sum = 0.0  # how long refreshes really held their worker (sleep overruns)
         self.refresh_waits: list[float] = []
         self.read_waits: list[float] = []
         self.shed = 0
@@ -90,6 +92,7 @@ class Stats:
             "shed": self.shed,
             "service_sum": self.service_sum,
             "service_max": max(self.services, default=0.0),
+            "held_sum": self.held_sum,
             "service_median": statistics.median(self.services) if self.services else 0.0,
             "queue_wait_mean": sum(waits) / len(waits) if waits else 0.0,
             "queue_wait_max": max(waits, default=0.0),
@@ -207,6 +210,7 @@ def make_handler(args, workers: Workers, stats: Stats, times: ServiceTimes):
                         stats.shed += 1
                 self.send_json(503, {"error": "overloaded"}, {"Retry-After": str(args.retry_after)})
                 return
+            took = time.monotonic()
             try:
                 client_id, platform = query.get("client_id", ""), query.get("platform", "")
                 seconds = times.draw(client_id, platform) if refresh else args.interactive_ms / 1000
@@ -219,10 +223,16 @@ def make_handler(args, workers: Workers, stats: Stats, times: ServiceTimes):
                     "cached": not refresh,
                     "padding": padding,
                 }
+                if args.ttl:
+                    # As the reference API declares its copies: until generated + TTL.
+                    until = datetime.now(timezone.utc) + timedelta(seconds=args.ttl)
+                    body["expires_at"] = until.isoformat().replace("+00:00", "Z")
             finally:
+                held = time.monotonic() - took
                 workers.release()
             with stats.lock:
                 if refresh:
+                    stats.held_sum += held
                     stats.service_sum += seconds
                     stats.services.append(seconds)
                     stats.refresh_waits.append(waited)
@@ -254,6 +264,7 @@ def parse_args(argv=None):
     parser.add_argument("--retry-after", type=int, default=1, help="seconds, with each 503")
     parser.add_argument("--interactive-ms", type=float, default=2.0, help="a read's service")
     parser.add_argument("--body-kb", type=int, default=4, help="size of a refresh answer")
+    parser.add_argument("--ttl", type=float, default=0, help="declare expires_at this far out")
     return parser.parse_args(argv)
 
 

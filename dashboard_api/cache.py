@@ -119,6 +119,11 @@ class Memo:
                 self._size -= len(evicted)
 
 
+def expiry(computed_at: dt.datetime, ttl_seconds: int) -> dt.datetime:
+    """Return until when a copy computed at ``computed_at`` holds, to the microsecond."""
+    return computed_at + dt.timedelta(seconds=ttl_seconds)
+
+
 def table_name(client_id: str) -> str:
     """Return the cache table's name for ``client_id``, which must be a UUID."""
     return f"{uuid.UUID(str(client_id))}{TABLE_SUFFIX}"
@@ -197,7 +202,7 @@ def save_cached_response(
     """
     if not isinstance(response, str):
         response = json.dumps({key: value for key, value in response.items() if key != "cached"})
-    expires_at = computed_at + dt.timedelta(seconds=ttl_seconds)
+    expires_at = expiry(computed_at, ttl_seconds)
     with conn.cursor() as cur:
         cur.execute(
             UPSERT_ROW.format(table=_table(client_id)),

@@ -2,33 +2,18 @@
 
 The runner's ``REFRESH_CHANGE_SQL`` runs a query returning ``(client_id, platform,
 change_key)`` and skips a dashboard whose key has not moved since its last refresh. For the
-reference schema that query is ``CHANGE_SQL``: per connected credential, the newest
-``updated_at`` of its order lines and of its stock rows (schema.sql stamps both on insert
-and on update). Each ``max()`` is one descent of an index on (client_id, platform,
-updated_at), so the cost grows with the number of keys, not with the number of rows.
+reference schema that query is ``CHANGE_SQL``: per connected credential, the version that
+schema.sql's statement-level triggers keep in ``refresh_requests`` (bumped once per
+statement that inserts, updates or deletes any of the key's order lines or stock rows),
+and the UTC day the answer's window ends on. It reads one row of each table per key, so
+its cost grows with the number of keys, never with the number of rows.
 
-Measured with ``EXPLAIN (ANALYZE, BUFFERS)``, execution time, best of 5, vacuumed tables,
-warm cache; 1M order lines and 100 (or 5,000) stock rows per key:
-
-=====================================  =================  ================================
-data, server                           ``CHANGE_SQL``     ``GROUP_BY_SQL`` (one pass over
-                                                          the lines)
-=====================================  =================  ================================
-1,000 clients x 2 platforms, PG 18.4   20 ms              123 ms
-1,000 clients x 2 platforms, PG 15.18  26 ms              203 ms
-1 client x 2 platforms, PG 18.4        0.04 ms            123 ms
-1 client x 2 platforms, PG 15.18       0.03 ms            155 ms
-=====================================  =================  ================================
-
-The plan is two backward index-only scans of one row per key (12,000 buffer hits for 2,000
-keys), about 10 microseconds a key, so 10,000 keys would take about 0.1 s; the size of the
-tables does not enter into it. ``GROUP_BY_SQL`` reads every line, so it grows with them.
-
-A key changes when a row of the key is inserted or updated. It does not change when a row
-other than the newest is deleted, nor for a row written by a transaction that started
-before the newest committed stamp and commits after the runner read the keys (rows are
-stamped when written, not when committed): those are picked up by the next change of the
-key or by ``REFRESH_MAX_AGE_MINUTES``.
+The version sees what a ``max(updated_at)`` key misses: a deleted row (the newest stamp
+stays put, or even goes back), and a row written by a transaction that started before the
+newest committed stamp and commits after the runner read the keys (rows are stamped when
+written, not when committed; the version is bumped under the key's row lock, so it moves
+at every commit). Keys are compared for equality, so the order of commits never matters.
+The date makes every key change at midnight UTC, when every dashboard's window moves.
 
 The query is also the file ``dashboard_api/change_keys.sql``, for the runner's
 ``REFRESH_CHANGE_SQL_FILE``.
@@ -48,7 +33,8 @@ from .db import connect_for_script, read_sql
 # In a file of its own too, for REFRESH_CHANGE_SQL_FILE.
 CHANGE_SQL = read_sql("change_keys.sql")
 
-# The simple form, for comparison: one pass over every order line.
+# The stamp-only form, for comparison: one pass over every order line, and blind to deletes
+# and late commits.
 GROUP_BY_SQL = """\
 SELECT client_id::text, platform, max(updated_at)::text FROM order_lines GROUP BY 1, 2
 """

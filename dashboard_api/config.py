@@ -135,6 +135,11 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         environ = process_environ()
     values = {key: environ[key] for key in SETTINGS if key in environ}
     secret_file = environ.get("API_SECRET_KEY_FILE", "").strip()
+    if values.get("API_SECRET_KEY", "").strip() and secret_file:
+        # The runner's rule too: whichever won, the other would be ignored without a word.
+        raise ConfigError(
+            "API_SECRET_KEY and API_SECRET_KEY_FILE are both set: expected one of them"
+        )
     if not values.get("API_SECRET_KEY", "").strip() and secret_file:
         try:
             values["API_SECRET_KEY"] = Path(secret_file).read_text(encoding="utf-8")
@@ -169,7 +174,7 @@ def load(values: Mapping[str, Any]) -> Config:
 
 
 # -- the production server (dashboard_api/gunicorn_config.py) -------------------------------
-DEFAULT_PORT = 8000
+DEFAULT_PORT = 5000
 DEFAULT_WORKERS = 2
 
 

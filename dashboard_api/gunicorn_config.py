@@ -2,9 +2,10 @@
 
     gunicorn --config python:dashboard_api.gunicorn_config 'dashboard_api:create_app()'
 
-Listens on ``0.0.0.0:$PORT`` (default 8000) with ``$WEB_CONCURRENCY`` worker processes
-(default 2) of 4 threads each; a flag on the command line, or in ``GUNICORN_CMD_ARGS``,
-overrides any setting here. The app's own settings (``DATABASE_URL``, ``API_SECRET_KEY``,
+Listens on ``0.0.0.0:$PORT`` (default 5000, where the runner's ANALYTICS_API_URL looks
+by default) with ``$WEB_CONCURRENCY`` worker processes (default 2) of 4 threads each; a
+flag on the command line, or in ``GUNICORN_CMD_ARGS``, overrides any setting here. The
+app's own settings (``DATABASE_URL``, ``API_SECRET_KEY``,
 ...) are read by ``create_app()`` as usual.
 
 Size limits, and who answers past them. gunicorn's limits are set above the app's

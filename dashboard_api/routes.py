@@ -1,4 +1,4 @@
-"""The two endpoints: ``/health`` and the inventory analytics (INTERFACE.md section 7)."""
+"""The two endpoints: ``/health`` and the inventory analytics (described in openapi.yaml)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import format_datetime
 
 from flask import Blueprint, Response, current_app, jsonify
 
@@ -99,7 +100,7 @@ def inventory_analytics(query: AnalyticsQuery) -> Response:
         else:
             stored = cache.get_cached_response(conn, query.client_id, query.cache_key, memo=_memo())
             if stored is not None and stored.fresh:
-                return _json(stored.answer(cached=True))
+                return _json(stored.answer(cached=True), stored.expires_at)
             seen = stored.computed_at if stored else None
         conn.commit()
         cache.ensure_table(conn, query.client_id)
@@ -117,7 +118,7 @@ def inventory_analytics(query: AnalyticsQuery) -> Response:
         conn.commit()
     # A forced refresh is answered as fresh whether it computed or waited for a concurrent
     # one: either way the copy was computed after the request arrived.
-    return _json(entry.answer(cached=not (computed or query.force_refresh)))
+    return _json(entry.answer(cached=not (computed or query.force_refresh)), entry.expires_at)
 
 
 def _connected_platforms(conn, query: AnalyticsQuery) -> list[str]:
@@ -147,11 +148,16 @@ def _compute_and_save(conn, query: AnalyticsQuery, platforms: list[str]) -> cach
     )
     compute_ms = round((time.perf_counter() - started) * 1000)
     computed_at = dt.datetime.now(dt.timezone.utc)
+    ttl = current_app.config["CACHE_TTL"]
+    # The copy holds for the cache's lifetime; a move of its window (midnight UTC) is a
+    # change of its data instead, which the change key carries, so a reader is never left
+    # without a copy between midnight and the refresh that follows it.
     response = dashboard.to_json(
         client_id=query.client_id,
         platform=query.platform,
         platforms=platforms,
-        generated_at=computed_at.isoformat().replace("+00:00", "Z"),
+        generated_at=_iso(computed_at),
+        expires_at=_iso(cache.expiry(computed_at, ttl)),
     )
     return cache.save_cached_response(
         conn,
@@ -161,11 +167,22 @@ def _compute_and_save(conn, query: AnalyticsQuery, platforms: list[str]) -> cach
         params={"platform": query.platform, "days": query.days},
         response=response,
         computed_at=computed_at,
-        ttl_seconds=current_app.config["CACHE_TTL"],
+        ttl_seconds=ttl,
         compute_ms=compute_ms,
         memo=_memo(),
     )
 
 
-def _json(body: bytes) -> Response:
-    return current_app.response_class(body, mimetype="application/json")
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _json(body: bytes, expires_at: dt.datetime) -> Response:
+    """Answer ``body`` with the standard caching headers of a copy that holds until
+    ``expires_at``, for clients and proxies that speak HTTP caching."""
+    response = current_app.response_class(body, mimetype="application/json")
+    remaining = (expires_at - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    response.headers["Cache-Control"] = f"private, max-age={max(0, int(remaining))}"
+    utc = expires_at.astimezone(dt.timezone.utc)
+    response.headers["Expires"] = format_datetime(utc, usegmt=True)
+    return response

@@ -4,6 +4,7 @@
 #   systemd     systemd-analyze (verify, security, calendar) for the units
 #   tini        the image's PID 1, for the signal test of the Docker process tree
 #   prometheus  promtool, which judges the alert rules (`promtool test rules`)
+#   chromium    headless, renders the freshness report as a desktop and a phone show it
 # Quick when they are already there. Where they cannot be installed (not root, no apt-get,
 # apt-get failed) it prints a notice and exits 0: the tests that need a missing tool then
 # say why they skip.
@@ -19,6 +20,7 @@ fi
 command -v systemd-analyze >/dev/null 2>&1 || add systemd
 command -v tini >/dev/null 2>&1 || add tini
 command -v promtool >/dev/null 2>&1 || add prometheus
+command -v chromium >/dev/null 2>&1 || add chromium
 
 if [ -z "$missing" ]; then
   exit 0

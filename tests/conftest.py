@@ -45,6 +45,20 @@ def _apply_schemas(url: str) -> None:
         conn.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def outside_the_checkout(tmp_path_factory):
+    """Run the session from an empty directory, never the checkout.
+
+    Every command reads ``.env`` from its working directory, and so does every process a
+    test starts without a ``cwd`` of its own: whatever ``.env`` the checkout holds (a
+    developer's, with invalid values) must change no test. Set up before any other fixture.
+    """
+    before = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(before)
+
+
 @pytest.fixture(scope="session")
 def pg_server_url() -> str:
     """URL of a PostgreSQL server for the whole session (maintenance database)."""

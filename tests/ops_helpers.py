@@ -42,7 +42,7 @@ def cache_table(client_id: str) -> sql.Identifier:
 
 
 def create_cache_table(conn, client_id: str) -> None:
-    """Create a client's cache table with the columns of INTERFACE.md section 6."""
+    """Create a client's cache table with the columns the reference API creates."""
     with conn.cursor() as cur:
         cur.execute(sql.SQL(CACHE_TABLE).format(table=cache_table(client_id)))
 

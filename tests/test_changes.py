@@ -46,10 +46,7 @@ def test_unchanged_keys_are_skipped_and_changed_ones_refreshed_with_their_all():
         [shop, amz, both, bob], states, keys, connected=connected, now=NOW, max_age_minutes=DAY
     )
     assert decision.run == [shop, both]  # the changed platform, and the dashboard combining it
-    assert [r.job for r in decision.skipped] == [amz, bob]
-    assert all(
-        r.status == "skipped" and r.error.startswith("unchanged since") for r in decision.skipped
-    )
+    assert decision.unchanged == [amz, bob]
     assert decision.kinds == {shop: "changed", both: "changed", amz: "unchanged", bob: "unchanged"}
     # Stored with the all job's success: both platforms' keys, the new one included.
     assert decision.keys[both] == job_key(both, keys, ("shopify", "amazon"))
@@ -146,9 +143,9 @@ def test_second_run_skips_unchanged_and_a_change_refreshes_its_keys(change_env, 
     assert last_results(change_env).startswith("Results: 5 successful, 0 failed out of 5")
     assert main(["run"], change_env) == 0
     assert "(5 skipped as unchanged)" in last_results(change_env)
-    recorded = jobs(db)  # the latest run's rows
-    assert {row[0] for row in recorded.values()} == {"skipped"}
-    assert all(row[-1].startswith("unchanged since") for row in recorded.values())
+    assert jobs(db) == {}  # the latest run wrote no row for a key it skipped
+    assert not [line for line in log_lines(change_env) if line.startswith("⏭ SKIPPED - ")]
+    assert main(["run", "-v"], change_env) == 0  # a line per skipped key only when asked
     skipped_lines = [line for line in log_lines(change_env) if line.startswith("⏭ SKIPPED - ")]
     assert f"⏭ SKIPPED - {BOB} (shopify): unchanged since" in "\n".join(skipped_lines)
 
@@ -222,7 +219,7 @@ def test_an_unchanged_key_stays_current_in_status_and_metrics(
     assert main(["run"], env) == 0
     assert "(5 skipped as unchanged)" in last_results(env)
     capsys.readouterr()
-    assert main(["status", "--json"], env) == 0  # confirmed current: not stale
+    assert main(["status", "--json", "--keys"], env) == 0  # confirmed current: not stale
     report = json.loads(capsys.readouterr().out)
     assert report["stale_count"] == 0
     assert all(c["age_hours"] < 0.1 for c in report["caches"])

@@ -166,14 +166,14 @@ def test_log_path_that_is_a_file_falls_back_to_stderr(run_env, db, backend, caps
     assert "Results: 1 successful, 0 failed out of 1 total jobs" in err
 
 
-def test_a_non_utf8_console_loses_no_line(run_env, db, backend):
+def test_a_non_utf8_console_loses_no_line(run_env, db, backend, tmp_path):
     # Redirected output on Windows is cp1252, where ✅ cannot be encoded.
     connect_clients(db, {CLIENT: ("shopify",)})
     env = {**os.environ, **run_env, "LOG_FORMAT": "json", "PYTHONIOENCODING": "cp1252"}
     done = subprocess.run(
         [sys.executable, str(ROOT / "analytics_refresh_cron.py"), "--platform", "shopify"],
         env=env,
-        cwd=ROOT,
+        cwd=tmp_path,  # as cron runs it: never the checkout, whatever .env it holds
         capture_output=True,
         check=False,
     )

@@ -146,3 +146,18 @@ def test_script_piped_to_a_file_prints_plain_lines_and_pings(env, db, tmp_path):
     assert "3 of 5 caches verified" in text
     assert monitor.paths() == ["/start", "/0"]  # the same monitored path as cron
     assert runs(db) == [("manual", "succeeded", 0, 5)]
+
+
+def test_a_held_lock_is_said_once(env, db, capsys):
+    from analytics_refresh.lock import lock_key
+
+    with db.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (lock_key(None),))
+    try:
+        assert main([], env) == 5
+    finally:
+        with db.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (lock_key(None),))
+    captured = capsys.readouterr()
+    said = (captured.out + captured.err).lower().count("holds the lock")
+    assert said == 1, captured

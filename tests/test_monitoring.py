@@ -158,10 +158,26 @@ def test_metrics_file_holds_the_values_of_the_run(run_env, clients, backend, db,
     }
     assert jobs == {"succeeded": 4, "failed": 1, "not_attempted": 0, "skipped": 0}
     assert value(values, "last_success_timestamp_seconds") == 0  # no run has succeeded yet
+    # Every key is counted per platform; with 5 keys and 20 named, each is named too.
+    counts = {
+        p: (
+            value(values, "keys", platform=p),
+            value(values, "keys_never_refreshed", platform=p),
+            value(values, "keys_failing", platform=p),
+        )
+        for p in ("shopify", "amazon", "all")
+    }
+    assert counts == {"shopify": (2, 1, 1), "amazon": (1, 0, 0), "all": (2, 0, 0)}
+    assert value(values, "key_age_seconds_count", platform="shopify") == 2
+    assert value(values, "oldest_key_current_timestamp_seconds", platform="shopify") == 0
+    assert value(values, "promise_end_timestamp_seconds", platform="shopify") == 0
+    assert value(values, "newest_key_current_timestamp_seconds", platform="amazon") == (
+        pytest.approx(succeeded[(ALICE, "amazon")])
+    )
     per_client = {
         (dict(labels)["client_id"], dict(labels)["platform"]): v
         for (name, labels), v in values.items()
-        if name == "analytics_refresh_client_last_success_timestamp_seconds"
+        if name == "analytics_refresh_worst_key_last_current_timestamp_seconds"
     }
     assert set(per_client) == set(succeeded) | {(BOB, "shopify")}
     assert per_client[(BOB, "shopify")] == 0  # never refreshed
@@ -185,12 +201,9 @@ def test_metrics_keep_the_last_success_across_failing_runs(run_env, clients, bac
     assert value(second, "last_success_timestamp_seconds") == last_success
     alice_amazon = {"client_id": ALICE, "platform": "amazon"}
     alice_all = {"client_id": ALICE, "platform": "all"}
-    assert value(second, "client_last_success_timestamp_seconds", **alice_amazon) == value(
-        first, "client_last_success_timestamp_seconds", **alice_amazon
-    )
-    assert value(second, "client_last_success_timestamp_seconds", **alice_all) > value(
-        first, "client_last_success_timestamp_seconds", **alice_all
-    )
+    worst = "worst_key_last_current_timestamp_seconds"
+    assert value(second, worst, **alice_amazon) == value(first, worst, **alice_amazon)
+    assert value(second, worst, **alice_all) > value(first, worst, **alice_all)
 
     # The database goes away: the run exits 4 and the file keeps what it knew.
     down = {**env, "DATABASE_URL": "postgresql://ops@127.0.0.1:1/none"}
@@ -198,9 +211,10 @@ def test_metrics_keep_the_last_success_across_failing_runs(run_env, clients, bac
     third = metrics(path)
     assert value(third, "last_run_exit_code") == 4
     assert value(third, "last_success_timestamp_seconds") == last_success
-    assert value(third, "client_last_success_timestamp_seconds", **alice_amazon) == value(
-        second, "client_last_success_timestamp_seconds", **alice_amazon
-    )
+    assert value(third, worst, **alice_amazon) == value(second, worst, **alice_amazon)
+    for name, labels in second:  # every count and age of the record, as it was
+        if name.startswith("analytics_refresh_key") or "worst" in name:
+            assert third[(name, labels)] == second[(name, labels)], name
 
 
 def test_unwritable_metrics_file_is_a_warning(run_env, clients, tmp_path):
@@ -290,8 +304,12 @@ def test_a_gateway_that_is_down_changes_nothing(run_env, clients, db):
 
 def test_each_shard_writes_a_file_of_its_own_with_its_label(run_env, clients, tmp_path, db):
     env = {**run_env, "METRICS_FILE": str(tmp_path / "prom" / "analytics_refresh.prom")}
-    assert main(["run", "--shard", "0/2"], env) in (0, 1)
-    assert main(["run", "--shard", "1/2"], env) in (0, 1)
+    # Every job succeeds against the scripted API, in either shard: each run exits 0.
+    assert main(["run", "--shard", "0/2"], env) == 0
+    assert main(["run", "--shard", "1/2"], env) == 0
+    with db.cursor() as cur:
+        cur.execute("SELECT sum(jobs_total), sum(jobs_succeeded) FROM refresh_runs")
+        assert cur.fetchone() == (5, 5)  # the two shards between them did every job once
     files = sorted(p.name for p in (tmp_path / "prom").iterdir())
     assert files == ["analytics_refresh.shard-0-of-2.prom", "analytics_refresh.shard-1-of-2.prom"]
     for index, name in enumerate(files):

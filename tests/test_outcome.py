@@ -13,6 +13,7 @@ from tests.runs import ALICE, BOB
 SIGTERM = "received SIGTERM"
 DEADLINE = "deadline of 20s reached"
 LOST = "the database session holding the run lock was lost"
+UNWRITTEN = "1 job records could not be written to refresh_jobs"
 
 # (facts, status, exit code, note): every input alone, and each pair that competes.
 TABLE = [
@@ -74,6 +75,15 @@ TABLE = [
         SIGTERM,
     ),
     (RunFacts(counts={"failed": 1}, error_code=0), "failed", 1, None),  # 0 is no error
+    # the manual run's cache check: a succeeded run whose cache rows were not rewritten
+    (
+        RunFacts(counts={"succeeded": 2}, stale_caches=1),
+        "succeeded",
+        1,
+        "1 jobs succeeded but their cache row is older than the run",
+    ),
+    (RunFacts(counts={"succeeded": 1, "failed": 1}, stale_caches=1), "partial", 1, None),
+    (RunFacts(counts={"succeeded": 1}, stale_caches=1, unrecorded=1), "failed", 4, UNWRITTEN),
 ]
 
 
@@ -144,3 +154,32 @@ def test_main_a_record_the_database_refuses_fails_the_run_with_4(run_env, db, ba
         rows = dict(cur.fetchall())
     assert rows == {ALICE: "succeeded", BOB: "not_attempted"}
     assert any("record of this run is incomplete (exit 4)" in line for line in log_lines(env))
+
+
+def test_token_status_and_check_do_not_load_the_run(run_env, tmp_path):
+    """The process wrapper and the metrics ask outcome.py, so the commands that do not run
+    never import the run's modules (a broken run stack cannot break `token` or `status`)."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from analytics_refresh.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "run = ('runner', 'jobs', 'claim', 'writes', 'pending', 'takeover', 'concurrency')\n"
+        "loaded = [m for m in run if 'analytics_refresh.' + m in sys.modules]\n"
+        "print(code, ','.join(loaded) or '-')\n"
+    )
+    env = {**os.environ, **run_env}
+    for argv in (["token", ALICE], ["status"], ["check"]):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *argv],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        last = done.stdout.strip().splitlines()[-1]
+        assert last.split(" ", 1)[1] == "-", (argv, last, done.stderr[-500:])

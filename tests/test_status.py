@@ -90,21 +90,24 @@ def history(db):
     )
 
 
+STALEST_FIRST = [
+    (BOB, "shopify", True),  # never refreshed: stalest, in plan order
+    (BOB, "all", True),
+    (ALICE, "amazon", True),  # 6 hours
+    (ALICE, "shopify", False),  # 1 hour
+    (ALICE, "all", False),
+]
+
+
 def test_json_lists_runs_and_every_expected_cache_stalest_first(run_env, history, capsys):
-    assert main(["status", "--json"], run_env) == 1
+    assert main(["status", "--json", "--keys"], run_env) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["healthy"] is False
     assert report["max_age_hours"] == 2.5
     assert (report["total"], report["stale_count"], report["never_refreshed_count"]) == (5, 3, 2)
 
     caches = [(c["client_id"], c["platform"], c["stale"]) for c in report["caches"]]
-    assert caches == [
-        (BOB, "shopify", True),  # never refreshed: stalest, in plan order
-        (BOB, "all", True),
-        (ALICE, "amazon", True),  # 6 hours
-        (ALICE, "shopify", False),  # 1 hour
-        (ALICE, "all", False),
-    ]
+    assert caches == STALEST_FIRST
     never = report["caches"][0]
     assert never["last_success_at"] is None
     assert never["age_hours"] is None
@@ -125,6 +128,7 @@ def test_json_lists_runs_and_every_expected_cache_stalest_first(run_env, history
         "failed": 3,
         "not_attempted": 0,
         "skipped": 0,
+        "unchanged": 0,
     }
     assert newest["duration_seconds"] == pytest.approx(30, abs=0.01)
     assert newest["started_at"].endswith("+00:00")
@@ -174,7 +178,7 @@ def test_nothing_ever_ran(run_env, db, capsys):
 
 def test_platform_settings_limit_what_is_expected(run_env, history, capsys):
     env = {**run_env, "REFRESH_PLATFORMS": "shopify,all"}
-    assert main(["status", "--json"], env) == 1
+    assert main(["status", "--json", "--keys"], env) == 1
     caches = json.loads(capsys.readouterr().out)["caches"]
     assert {c["platform"] for c in caches} == {"shopify", "all"}
 
@@ -182,3 +186,43 @@ def test_platform_settings_limit_what_is_expected(run_env, history, capsys):
 def test_missing_runner_tables_exit_4(run_env, empty_db_url, capsys):
     assert main(["status"], {**run_env, "DATABASE_URL": empty_db_url}) == 4
     assert "analytics-refresh db init" in capsys.readouterr().err
+
+
+def test_json_summary_counts_per_platform_and_names_the_worst_keys(run_env, history, capsys):
+    assert main(["status", "--json"], run_env) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert "caches" not in report  # the per-key list only on request
+    assert [(c["client_id"], c["platform"], c["stale"]) for c in report["worst"]] == STALEST_FIRST
+    assert (report["failing_count"], report["failing_repeatedly_count"]) == (3, 0)
+    platforms = report["platforms"]
+    assert {p: v["total"] for p, v in platforms.items()} == {"shopify": 2, "amazon": 1, "all": 2}
+    assert {p: v["stale_count"] for p, v in platforms.items()} == {
+        "shopify": 1,
+        "amazon": 1,
+        "all": 1,
+    }
+    assert platforms["shopify"]["never_refreshed_count"] == 1
+    assert 0.99 < platforms["shopify"]["oldest_age_hours"] < 1.01  # Alice's; Bob's never
+    assert 5.99 < platforms["amazon"]["oldest_age_hours"] < 6.01
+
+
+def test_stale_only_and_limit_narrow_the_key_list(run_env, history, capsys):
+    assert main(["status", "--json", "--stale-only"], run_env) == 1
+    assert main(["status", "--json", "--limit", "2"], run_env) == 1
+    assert main(["status", "--json", "--stale-only", "--limit", "1"], run_env) == 1
+    stale, first_two, first = (json.loads(x) for x in capsys.readouterr().out.splitlines())
+    keys = [(c["client_id"], c["platform"]) for c in stale["caches"]]
+    assert keys == [(c, p) for c, p, is_stale in STALEST_FIRST if is_stale]
+    assert [(c["client_id"], c["platform"]) for c in first_two["caches"]] == keys[:2]
+    assert [(c["client_id"], c["platform"]) for c in first["caches"]] == keys[:1]
+    assert stale["total"] == 5  # the summary still counts every key
+
+
+def test_text_keys_lists_every_key(run_env, history, capsys):
+    assert main(["status", "--keys"], run_env) == 1
+    out = capsys.readouterr().out
+    rows = [x for x in out.splitlines() if ALICE in x or BOB in x]
+    assert [(BOB in x, "✗ stale" in x) for x in rows] == [
+        (c == BOB, stale) for c, _, stale in STALEST_FIRST
+    ]
+    assert "5 listed" in out

@@ -60,8 +60,9 @@ ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS lease_seconds real;
 ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS lock_pid integer;
 
 -- One row per client x platform: its last attempt, its last success, its failure streak.
--- Written in the same statement as the job's refresh_jobs row, so the two never disagree;
--- every per-key question (status, skip, order, metrics) reads it instead of the history.
+-- Written in the same statement as the job's refresh_jobs row, by runs still 'running' only
+-- (an abandoned run's late job rows leave it as it was); every per-key question (status,
+-- skip, order, metrics) reads it instead of the history.
 CREATE TABLE IF NOT EXISTS refresh_state (
     client_id             uuid NOT NULL,
     platform              text NOT NULL CHECK (platform IN ('shopify', 'amazon', 'all')),
@@ -84,6 +85,30 @@ ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS change_key text;
 ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS changed_at timestamptz;
 -- When the cache was last known current: refreshed, or its data found unchanged since.
 ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS verified_at timestamptz;
+
+-- Until when the key's copy holds, as the API's answer declared it (expires_at, or
+-- Cache-Control max-age / Expires); NULL when it declared nothing.
+ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS expires_at timestamptz;
+-- When a change of the key's data was first seen and not yet refreshed (a refresh failed).
+ALTER TABLE refresh_state ADD COLUMN IF NOT EXISTS change_pending_at timestamptz;
+ALTER TABLE refresh_jobs ADD COLUMN IF NOT EXISTS expires_at timestamptz;
+-- When the change this refresh covered was first seen (NULL: none seen, or not known).
+ALTER TABLE refresh_jobs ADD COLUMN IF NOT EXISTS change_at timestamptz;
+-- A quiet run writes nothing per skipped key: its decisions are counted here, by kind, and
+-- checked_changes says it read the change keys of its whole shard, so every key it did not
+-- refresh was current when it started.
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS jobs_unchanged integer NOT NULL DEFAULT 0;
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS jobs_changed integer NOT NULL DEFAULT 0;
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS jobs_due integer NOT NULL DEFAULT 0;
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS jobs_expiring integer NOT NULL DEFAULT 0;
+ALTER TABLE refresh_runs ADD COLUMN IF NOT EXISTS checked_changes boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS refresh_runs_checked_idx ON refresh_runs (shard, started_at DESC)
+    WHERE checked_changes;
+-- A refresh names the key's success before it (-infinity: none) and that copy's expiry:
+-- the freshness report finds each gap between refreshes on one row, without sorting the
+-- history.
+ALTER TABLE refresh_jobs ADD COLUMN IF NOT EXISTS prev_success_at timestamptz;
+ALTER TABLE refresh_jobs ADD COLUMN IF NOT EXISTS prev_expires_at timestamptz;
 
 -- An install upgraded from a release without the state table: fill it from the history,
 -- once (only while it is empty), so status and ordering know every key at once. One pass
@@ -125,3 +150,48 @@ BEGIN
     ON CONFLICT (client_id, platform) DO NOTHING;
 END
 $fill$;
+
+-- change record: begin (the same text in analytics_refresh/sql/runner_schema.sql and
+-- dashboard_api/schema.sql, whichever is installed first creates it)
+-- One row per client x platform whose data changed: a version bumped by every change (by
+-- the application's triggers, or by its loader through analytics_refresh_request()), so a
+-- change key built on it moves on deletes and on late commits alike. The row lock of the
+-- upsert orders the bumps of one key by commit, and keys are compared for equality only.
+CREATE TABLE IF NOT EXISTS refresh_requests (
+    client_id      uuid NOT NULL,
+    platform       text NOT NULL CHECK (platform IN ('shopify', 'amazon')),
+    version        bigint NOT NULL DEFAULT 0,
+    requested_at   timestamptz NOT NULL DEFAULT now(),  -- the newest change
+    pending_since  timestamptz,  -- the first change not yet reflected, or NULL
+    PRIMARY KEY (client_id, platform)
+);
+
+-- Record a change of one key (or, with no platform, of every platform of the client) and
+-- wake any listener. Keys are locked in a fixed order, so two statements touching the same
+-- keys wait for each other instead of deadlocking.
+CREATE OR REPLACE FUNCTION analytics_refresh_request(client_id uuid, platform text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql AS $request$
+BEGIN
+    IF client_id IS NULL THEN
+        RAISE EXCEPTION 'analytics_refresh_request: client_id must not be NULL';
+    END IF;
+    IF platform IS NOT NULL AND platform NOT IN ('shopify', 'amazon') THEN
+        RAISE EXCEPTION 'analytics_refresh_request: platform must be shopify, amazon or NULL, not %',
+            platform;
+    END IF;
+    INSERT INTO refresh_requests AS r (client_id, platform, version, requested_at, pending_since)
+    SELECT analytics_refresh_request.client_id, p, 1, now(), now()
+    FROM unnest(CASE WHEN analytics_refresh_request.platform IS NULL
+                     THEN ARRAY['amazon', 'shopify']
+                     ELSE ARRAY[analytics_refresh_request.platform] END) AS p
+    ORDER BY p
+    ON CONFLICT ON CONSTRAINT refresh_requests_pkey DO UPDATE SET
+        version = r.version + 1,
+        requested_at = now(),
+        pending_since = coalesce(r.pending_since, now());
+    PERFORM pg_notify('analytics_refresh', analytics_refresh_request.client_id::text || ':'
+                      || coalesce(analytics_refresh_request.platform, '*'));
+END
+$request$;
+-- change record: end

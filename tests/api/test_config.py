@@ -146,7 +146,7 @@ def test_create_app_without_a_mapping_names_a_bad_dotenv_value(tmp_path, secret)
 
 
 def test_server_settings_come_from_port_and_web_concurrency():
-    assert config.server_config({}) == config.ServerConfig("0.0.0.0:8000", 2)
+    assert config.server_config({}) == config.ServerConfig("0.0.0.0:5000", 2)
     assert config.server_config({"PORT": "10000", "WEB_CONCURRENCY": "5"}) == (
         config.ServerConfig("0.0.0.0:10000", 5)
     )

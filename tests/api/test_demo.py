@@ -31,6 +31,7 @@ def test_init_schema_creates_every_table_twice_over(empty):
         "client_api_credentials",
         "inventory_items",
         "order_lines",
+        "refresh_requests",
     ]
     [(definition,)] = fetch(
         empty, "SELECT indexdef FROM pg_indexes WHERE indexname = 'order_lines_window_idx'"

@@ -1,4 +1,4 @@
-"""Every error the endpoint answers (INTERFACE.md section 7): JSON, the right status, no leak."""
+"""Every error the endpoint answers (openapi.yaml): JSON, the right status, no leak."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """The alert rules, judged by promtool against the cases in alerts_test.yml.
 
 The cases: healthy, stale, never ran, one client failing among many, a failed run, an
-exporter gone (beside a healthy host, and alone), and two shards (through the Pushgateway,
-and as two textfiles on one host). promtool compares annotations as well as labels; the
+exporter gone (beside a healthy host, and alone), two shards (through the Pushgateway,
+and as two textfiles on one host), and change-aware runs that skip every key while the
+API is down. promtool compares annotations as well as labels; the
 cases are about when each alert fires and for whom, so they run against a copy of the
 rules without annotations, whose templates `promtool check rules` checks instead.
 """
@@ -25,6 +26,9 @@ ALERTS = {
     "AnalyticsRefreshRunFailed": "warning",
     "AnalyticsRefreshKeysFailingRepeatedly": "warning",
     "AnalyticsRefreshClientCacheStale": "warning",
+    "AnalyticsRefreshKeysOutsidePromise": "warning",
+    "AnalyticsRefreshNoRequestSucceeded": "critical",
+    "AnalyticsRefreshShareOutsidePromise": "warning",
 }
 
 
@@ -88,6 +92,7 @@ def test_the_cases_cover_every_alert_and_every_situation():
         "a failed run",
         "exporter gone",
         "two shards",
+        "API down while no data changes",
     ):
         assert situation in names, situation
     tested = {t["alertname"] for case in cases for t in case["alert_rule_test"]}

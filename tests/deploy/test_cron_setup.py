@@ -77,7 +77,7 @@ def test_a_new_schedule_replaces_the_line(user_crontab, project):
 
     content = user_crontab.read()
     [line] = our_lines(content, project)
-    assert line.startswith("15 1 * * * cd ")
+    assert line.startswith("15 1 * * * export REFRESH_INTERVAL_MINUTES=1440 && cd ")
     assert without_ours(content, project) == OTHER_LINES
 
 
@@ -259,3 +259,77 @@ def test_the_outer_limit_ends_a_run_that_hangs(project, tmp_path):
 def test_the_repository_copy_is_executable():
     assert os.access(ROOT / "cron_setup.sh", os.X_OK)
     assert os.access(ROOT / "scripts" / "install-test-tools.sh", os.X_OK)
+
+
+# -- the schedule's interval, and a short schedule without a change query ----------------------
+@pytest.mark.parametrize(
+    ("schedule", "interval"),
+    [("0 */2 * * *", 120), ("*/10 * * * *", 10), ("5,35 * * * *", 30), ("0 6-18/3 * * *", 720)],
+)
+def test_the_line_sets_the_schedules_interval(project, schedule, interval):
+    printed = run_setup(project, "--print", "--schedule", schedule)
+    assert printed.returncode == 0, printed.stderr
+    assert f" export REFRESH_INTERVAL_MINUTES={interval} && cd " in printed.stdout
+
+
+def test_a_short_schedule_without_a_change_query_is_warned_of(project):
+    printed = run_setup(project, "--print", "--schedule", "*/10 * * * *")
+    assert printed.returncode == 0
+    assert "Warning: a run every 10 min but no change query is set" in printed.stderr
+    assert "12 times the load" in printed.stderr
+    assert "set REFRESH_CHANGE_SQL_FILE" in printed.stderr
+
+
+def test_a_short_schedule_with_a_change_query_in_dotenv_is_quiet(project):
+    (project / ".env").write_text(
+        "REFRESH_CHANGE_SQL_FILE=dashboard_api/change_keys.sql\n", encoding="utf-8"
+    )
+    (project / "dashboard_api").mkdir()
+    (project / "dashboard_api" / "change_keys.sql").write_text("SELECT 1", encoding="utf-8")
+    printed = run_setup(project, "--print", "--schedule", "*/10 * * * *")
+    assert printed.returncode == 0
+    assert printed.stderr == ""
+
+
+def test_the_default_schedule_needs_no_change_query(project):
+    printed = run_setup(project, "--print")
+    assert (printed.returncode, printed.stderr) == (0, "")
+
+
+def test_an_interval_in_dotenv_that_differs_from_the_schedule_is_named(project):
+    (project / ".env").write_text(
+        "REFRESH_INTERVAL_MINUTES=120\nREFRESH_CHANGE_SQL=SELECT 1\n", encoding="utf-8"
+    )
+    printed = run_setup(project, "--print", "--schedule", "*/15 * * * *")
+    assert "REFRESH_INTERVAL_MINUTES=120 in .env or the environment" in printed.stderr
+    assert "set REFRESH_INTERVAL_MINUTES=15 in .env" in printed.stderr
+
+
+def test_installing_sets_the_interval_in_dotenv_too(user_crontab, project):
+    (project / ".env").write_text(
+        "LOG_LEVEL=INFO\nREFRESH_INTERVAL_MINUTES=120\nREFRESH_CHANGE_SQL=SELECT 1\n",
+        encoding="utf-8",
+    )
+    result = run_setup(project, "--schedule", "*/10 * * * *")
+    assert result.returncode == 0, result.stderr
+    text = (project / ".env").read_text(encoding="utf-8")
+    assert text == "LOG_LEVEL=INFO\nREFRESH_INTERVAL_MINUTES=10\nREFRESH_CHANGE_SQL=SELECT 1\n"
+    assert "REFRESH_INTERVAL_MINUTES=10 in" in result.stderr
+    assert "Warning: REFRESH_INTERVAL" not in result.stderr  # .env and the line now agree
+    again = run_setup(project, "--schedule", "*/10 * * * *").stderr
+    assert "REFRESH_INTERVAL_MINUTES=10 in" not in again  # nothing left to change
+
+
+def test_print_leaves_dotenv_alone(project):
+    before = (project / ".env").read_bytes()
+    assert run_setup(project, "--print", "--schedule", "*/10 * * * *").returncode == 0
+    assert (project / ".env").read_bytes() == before
+
+
+def test_a_deadline_in_dotenv_longer_than_the_schedule_is_warned_of(project):
+    (project / ".env").write_text(
+        "REFRESH_DEADLINE=6600\nREFRESH_CHANGE_SQL=SELECT 1\n", encoding="utf-8"
+    )
+    printed = run_setup(project, "--print", "--schedule", "*/10 * * * *")
+    assert printed.returncode == 0
+    assert "REFRESH_DEADLINE=6600 s is longer than the schedule's interval" in printed.stderr

@@ -22,7 +22,7 @@ import yaml
 from tests.deploy.conftest import ROOT
 
 INTERVAL_SECONDS = 2 * 60 * 60
-REFRESH_DEADLINE_DEFAULT = 6600  # INTERFACE.md: the run stops starting jobs after this
+REFRESH_DEADLINE_DEFAULT = 6600  # README's settings table: the run stops starting jobs after this
 
 
 # -- Dockerfile and .dockerignore -----------------------------------------------------------
@@ -208,7 +208,7 @@ def test_compose_runs_the_api_with_gunicorn_and_the_scheduler_with_the_image_def
     assert services["api"]["command"][0] == "gunicorn"
     assert services["api"]["command"][-1] == "dashboard_api:create_app()"
     assert "command" not in services["cron"]  # the image's CMD: supercronic on docker-cron
-    assert services["cron"]["environment"]["ANALYTICS_API_URL"] == "http://api:8000"
+    assert services["cron"]["environment"]["ANALYTICS_API_URL"] == "http://api:5000"
     assert "@postgres:5432/" in services["cron"]["environment"]["DATABASE_URL"]
 
 

@@ -15,7 +15,7 @@ import yaml
 
 from tests.deploy.conftest import ROOT
 
-REFRESH_TIMEOUT_DEFAULT = 300.0  # INTERFACE.md
+REFRESH_TIMEOUT_DEFAULT = 300.0  # README's settings table
 RECORD_MARGIN = 10.0  # seconds to record the run once the last request is over
 
 

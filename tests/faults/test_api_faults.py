@@ -1,4 +1,4 @@
-"""Faults in the API's answers: each retried or failed as INTERFACE.md section 8 says."""
+"""Faults in the API's answers: each retried or failed as the guide's table of answers says."""
 
 from __future__ import annotations
 

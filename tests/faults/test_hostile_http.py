@@ -389,7 +389,7 @@ def test_a_gzip_bomb_takes_no_memory_in_a_process_of_its_own(hostile):
         [sys.executable, "-c", code, server.url, CAROL],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        # cwd: the session's empty directory (conftest), never the checkout and its .env
         timeout=30,
         check=True,
     ).stdout

@@ -36,7 +36,7 @@ def test_ten_simultaneous_runs_on_two_hosts_only_one_runs(run_env, backend, db):
         subprocess.Popen(
             (other_host if i % 2 else []) + command,
             env=env,
-            cwd=ROOT,
+            # cwd: the session's empty directory (conftest), never the checkout and its .env
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

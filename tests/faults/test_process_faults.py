@@ -30,7 +30,7 @@ def start_run(env: dict, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "analytics_refresh_cron.py"), *args],
         env={**os.environ, **env},
-        cwd=ROOT,
+        # cwd: the session's empty directory (conftest), never the checkout and its .env
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

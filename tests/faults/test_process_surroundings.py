@@ -71,7 +71,7 @@ def start_run(env: dict, *args: str, close: tuple[int, ...] = ()) -> subprocess.
     return subprocess.Popen(
         argv,
         env=child_environ(env),
-        cwd=ROOT,
+        # cwd: the session's empty directory (conftest), never the checkout and its .env
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL if 2 in close else subprocess.PIPE,
