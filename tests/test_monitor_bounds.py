@@ -10,7 +10,8 @@ import time
 import pytest
 
 from analytics_refresh.cli import main
-from analytics_refresh.http import heartbeat, metrics
+from analytics_refresh.http import heartbeat
+from analytics_refresh.ops import metrics
 from tests.conftest import connect_clients, log_lines
 
 ALICE = "3b619a14-3cd8-49fa-9c24-d8df5e54c452"
