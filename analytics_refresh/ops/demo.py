@@ -116,7 +116,7 @@ def run_demo(settings: Settings, args, proc) -> int:
     finally:
         server.stop()
     console.print(f"Log: {run_settings.log_file}   exit code: {result.exit_code}")
-    from .report.command import write_report
+    from analytics_refresh.report.command import write_report
 
     report = write_report(run_settings, run_settings.log_dir / "freshness-report.html")
     console.print(f"Freshness report: {report}", soft_wrap=True)

@@ -10,10 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from analytics_refresh.config.settings import Settings
+from analytics_refresh.listen.worker import listen
 from analytics_refresh.model.stop import StopRequest
 from analytics_refresh.store import db
-
-from .listen.worker import listen
 
 # Keys refreshed after a moment: (client, platform, seconds after the orders committed).
 REFRESHED_SINCE = """

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from analytics_refresh.config.settings import Settings
+from analytics_refresh.listen import overview
 from analytics_refresh.store import db, key_freshness, records
 from analytics_refresh.store import statements as sql
 from analytics_refresh.store.key_freshness import KeyRow, Summary
-
-from .listen import overview
 
 # The worst keys a summary names: --json's "worst", and the text table's rows.
 WORST_SHOWN = 20

@@ -40,7 +40,7 @@ def versions(conn) -> dict:
 
 
 def test_both_schemas_define_the_same_change_record():
-    runner = (ROOT / "analytics_refresh" / "sql" / "runner_schema.sql").read_text()
+    runner = (ROOT / "analytics_refresh" / "store" / "sql" / "runner_schema.sql").read_text()
     api = (ROOT / "dashboard_api" / "schema.sql").read_text()
     assert BLOCK.findall(runner) == BLOCK.findall(api)
     assert len(BLOCK.findall(api)) == 1
