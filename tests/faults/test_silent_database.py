@@ -103,13 +103,13 @@ def test_a_database_that_stops_answering_mid_run_ends_the_run_in_bound(
     code = finish(proc, timeout=DEADLINE + 60)
     elapsed = time.monotonic() - started
     assert elapsed < DEADLINE + TAIL_SECONDS, f"{elapsed:.1f}s with a {DEADLINE} s deadline"
-    assert code in (4, 6)
+    assert code == 4  # finished jobs could not be recorded: the run's record is incomplete
     lines = log_lines(env)
     assert any("The database stopped answering" in line for line in lines), lines[-10:]
 
     proxy.thaw()
     backend.default = Answer()
-    assert finish(start_run(env), timeout=60) in (0, 1)
+    assert finish(start_run(env), timeout=60) == 0
     assert log_lines(env)[-1].startswith("Results:") or any(
         line.startswith("Results: ") for line in log_lines(env)[-5:]
     )
@@ -227,7 +227,7 @@ def test_a_frozen_postgresql_ends_the_run_in_bound_and_the_next_run_is_normal(
         thaw()
     elapsed = time.monotonic() - started
     assert elapsed < DEADLINE + TAIL_SECONDS, f"{elapsed:.1f}s with a {DEADLINE} s deadline"
-    assert code in (4, 6)
+    assert code == 4  # finished jobs could not be recorded: the run's record is incomplete
     assert any("The database stopped answering" in line for line in log_lines(env))
     backend.default = Answer()
     assert finish(start_run(env), timeout=60) == 0
