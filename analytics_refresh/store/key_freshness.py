@@ -8,17 +8,18 @@ only the per-key stream grows with the keys, and it is read through a server-sid
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from analytics_refresh.config.settings import Settings
 from analytics_refresh.model.promise import promise_for
 from analytics_refresh.store.records import FAILING_STREAK
 
-FRAGMENT = (Path(__file__).with_name("sql") / "key_freshness.sql").read_text(encoding="utf-8")
+SQL = Path(__file__).with_name("sql")
+FRAGMENT = (SQL / "key_freshness.sql").read_text(encoding="utf-8")
+MISSING = (SQL / "missing_keys.sql").read_text(encoding="utf-8")
 # The reference schema's uuid column is read as it is. An application's own table may keep
 # ids as text, as typed: those Python's uuid.UUID reads (any case, hyphens, braces, a urn:
 # prefix) become uuids, the rest are no key (the plan skips them too). Only a text column
@@ -36,68 +37,116 @@ ID_IS_UUID = """
 AGE_BUCKETS = (900, 1800, 3600, 7200, 9000, 10800, 14400, 21600, 43200, 86400, 172800, 604800)
 FETCH_ROWS = 5000
 
+# Every statement judges at one instant, %(now)s: the database's clock read once before
+# them, so the counts, the worst keys and the stream agree with each other.
+_AGE = "greatest(0, date_part('epoch', %(now)s::timestamptz - current_at))"
 # Stale: never current, its copy expired, or older than the age asked for.
 _STALE = (
-    "(current_at IS NULL OR expired "
-    "OR current_at < now() - make_interval(secs => %(max_age)s::float8))"
+    "(current_at IS NULL OR coalesce(expires_at <= %(now)s::timestamptz, false) "
+    "OR current_at < %(now)s::timestamptz - make_interval(secs => %(max_age)s::float8))"
 )
+# The promise ends at the first of: the age bound, the copy's expiry (when copies are kept),
+# a pending change's wait bound (promise.py); a key never refreshed is outside already.
+_MAX_AGE = "make_interval(secs => %(max_age_seconds)s::float8)"
+_STALENESS = "make_interval(secs => %(staleness_seconds)s::float8)"
+_OUTSIDE = f"""(last_success_at IS NULL
+    OR current_at + {_MAX_AGE} <= %(now)s::timestamptz
+    OR (%(keeps_copies)s AND expires_at <= %(now)s::timestamptz)
+    OR pending_since + {_STALENESS} <= %(now)s::timestamptz)"""
 _KEY_COLUMNS = f"""
-    client_id::text, platform, last_attempt_at, last_status, last_error, consecutive_failures,
-    last_success_at, changed_at, expires_at, expired, pending, current_at, age_seconds,
+    client_id::text, platform, last_attempt_at, last_status, last_error,
+    coalesce(consecutive_failures, 0), last_success_at, changed_at, expires_at,
+    coalesce(expires_at <= %(now)s::timestamptz, false), coalesce(pending, false), current_at,
+    CASE WHEN current_at IS NOT NULL THEN {_AGE} END,
     CASE WHEN changed_at IS NOT NULL
-         THEN greatest(0, extract(epoch FROM now() - changed_at))::float8 END, {_STALE}
+         THEN greatest(0, date_part('epoch', %(now)s::timestamptz - changed_at)) END, {_STALE}
 """
 # Stalest first (never current ahead of all), then in plan order: client, platform.
 _ORDER = "ORDER BY current_at ASC NULLS FIRST, client_id, platform_order"
-_NO_KEY = "NULL::text, NULL, NULL::timestamptz, NULL, NULL, NULL::integer, NULL::timestamptz, "
-_NO_KEY += "NULL::timestamptz, NULL::timestamptz, NULL::boolean, NULL::boolean, "
-_NO_KEY += "NULL::timestamptz, NULL::float8, NULL::float8, NULL::boolean"
-
-# One pass over the keys (materialized once) answers the counts, the worst keys and the
-# longest failure streaks: each further pass would cost as much as the first.
-READ = f"""
-    WITH f AS MATERIALIZED ({FRAGMENT}),
-    counted AS (
-        SELECT platform, width_bucket(age_seconds, %(bounds)s::float8[]) AS bucket,
-               count(*) AS keys,
-               count(*) FILTER (WHERE current_at IS NULL) AS never,
-               count(*) FILTER (WHERE {_STALE}) AS stale,
-               count(*) FILTER (WHERE outside_promise) AS outside_promise,
-               count(*) FILTER (WHERE last_status = 'failed') AS failing,
-               count(*) FILTER (WHERE consecutive_failures >= %(streak)s) AS failing_repeatedly,
-               min(current_at) AS oldest_current_at, max(current_at) AS newest_current_at,
-               min(promise_until) AS first_promise_end,
-               coalesce(sum(age_seconds), 0) AS age_sum,
-               max(last_success_at) AS newest_success_at,
-               max(extract(epoch FROM expires_at - last_success_at))::float8 AS copy_lifetime
-        FROM f GROUP BY platform, bucket
-    ),
-    worst AS (SELECT * FROM f {_ORDER} LIMIT %(worst)s),
-    streaks AS (
-        SELECT * FROM f WHERE consecutive_failures >= %(streak)s
-        ORDER BY consecutive_failures DESC, client_id, platform_order
-        LIMIT %(streaks)s
-    )
-    SELECT 'counts', (SELECT json_agg(counted) FROM counted)::text, {_NO_KEY}
-    UNION ALL SELECT 'worst', NULL, * FROM (SELECT {_KEY_COLUMNS} FROM worst {_ORDER}) AS w
-    UNION ALL SELECT 'streak', NULL, * FROM (
-        SELECT {_KEY_COLUMNS} FROM streaks
-        ORDER BY consecutive_failures DESC, client_id, platform_order) AS k
+_STREAK_ORDER = "ORDER BY consecutive_failures DESC, client_id, platform_order"
+# A key refresh_state has no row for, in the fragment's columns: never refreshed.
+_MISSING_ROWS = f"""
+    SELECT client_id, platform, platform_order, NULL::timestamptz AS last_attempt_at,
+           NULL::text AS last_status, NULL::text AS last_error, 0 AS consecutive_failures,
+           NULL::timestamptz AS last_success_at, NULL::timestamptz AS changed_at,
+           NULL::timestamptz AS expires_at, false AS pending,
+           NULL::timestamptz AS pending_since, NULL::timestamptz AS current_at
+    FROM ({MISSING}) AS m
 """  # noqa: S608 (composed of constants; values travel as parameters)
+
+# The known keys counted per platform and age bucket, in parallel workers where the server
+# has them. Each aggregate reads the row's columns; the first promise end is the least of
+# the three bounds' minima (a minimum of least() is the least of the minima).
+COUNTS = f"""
+    -- A copy stamped ahead of the clock (another host's) is 0 old: bucket 0 either way.
+    SELECT platform,
+           width_bucket(date_part('epoch', %(now)s::timestamptz - current_at), %(bounds)s::float8[])
+               AS bucket,
+           count(*) AS keys,
+           count(*) FILTER (WHERE current_at IS NULL) AS never,
+           count(*) FILTER (WHERE {_STALE}) AS stale,
+           count(*) FILTER (WHERE {_OUTSIDE}) AS outside_promise,
+           count(*) FILTER (WHERE last_status = 'failed') AS failing,
+           count(*) FILTER (WHERE consecutive_failures >= %(streak)s) AS failing_repeatedly,
+           min(current_at) AS oldest_current_at, max(current_at) AS newest_current_at,
+           least(min(current_at) FILTER (WHERE last_success_at IS NOT NULL) + {_MAX_AGE},
+                 CASE WHEN %(keeps_copies)s
+                      THEN min(expires_at) FILTER (WHERE last_success_at IS NOT NULL) END,
+                 min(pending_since) FILTER (WHERE last_success_at IS NOT NULL) + {_STALENESS}
+           ) AS first_promise_end,
+           coalesce(sum({_AGE}), 0) AS age_sum,
+           max(last_success_at) AS newest_success_at,
+           max(date_part('epoch', expires_at - last_success_at)) AS copy_lifetime
+    FROM ({FRAGMENT}) AS f
+    GROUP BY platform, bucket
+"""  # noqa: S608 (composed of constants; values travel as parameters)
+# The keys never refreshed, counted per platform, and the first of them named: materialized,
+# since they are few (all of them only before the first run).
+MISSING_READ = f"""
+    WITH m AS MATERIALIZED ({MISSING})
+    SELECT platform, count(*)::integer, NULL::text, NULL::integer FROM m GROUP BY platform
+    UNION ALL
+    SELECT * FROM (SELECT platform, NULL::integer, client_id::text, platform_order FROM m
+                   ORDER BY client_id, platform_order LIMIT %(worst)s) AS named
+"""  # noqa: S608 (composed of constants; values travel as parameters)
+# The stalest known keys. Only keys current by %(current_by)s at the latest can be among
+# them (the counts say how many are), so only their rows are joined and sorted.
+WORST = f"""
+    SELECT {_KEY_COLUMNS} FROM (
+        SELECT * FROM ({FRAGMENT}) AS f
+        WHERE %(current_by)s::timestamptz IS NULL OR current_at IS NULL
+           OR current_at <= %(current_by)s::timestamptz
+        {_ORDER} LIMIT %(worst)s
+    ) AS w
+    {_ORDER}
+"""  # noqa: S608 (composed of constants; values travel as parameters)
+STREAKS = f"""
+    SELECT {_KEY_COLUMNS} FROM (
+        SELECT * FROM ({FRAGMENT}) AS f WHERE consecutive_failures >= %(streak)s
+        {_STREAK_ORDER} LIMIT %(streaks)s
+    ) AS k
+    {_STREAK_ORDER}
+"""  # noqa: S608 (composed of constants; values travel as parameters)
+# Every key, known or not, for the per-key list: a stream, read a page at a time.
 KEYS = f"""
-    WITH f AS ({FRAGMENT}) SELECT {_KEY_COLUMNS} FROM f
+    SELECT {_KEY_COLUMNS} FROM ({FRAGMENT} UNION ALL {_MISSING_ROWS}) AS f
     WHERE NOT %(stale_only)s OR {_STALE}
     {_ORDER}
     LIMIT %(limit)s
 """  # noqa: S608 (composed of constants; values travel as parameters)
 
 
-def with_client_ids(template: str, conn) -> str:
-    """Return ``template`` with the client id read as the credentials table holds it."""
+def client_id_reader(conn) -> str:
+    """Return the expression that reads the credentials' client id as a uuid."""
     with conn.cursor() as cur:
         cur.execute(ID_IS_UUID)
         (is_uuid,) = cur.fetchone()
-    return template.replace("__CLIENT_ID__", UUID_ID if is_uuid else TEXT_ID)
+    return UUID_ID if is_uuid else TEXT_ID
+
+
+def with_client_ids(template: str, conn) -> str:
+    """Return ``template`` with the client id read as the credentials table holds it."""
+    return template.replace("__CLIENT_ID__", client_id_reader(conn))
 
 
 # Reads of 300,000 rows sort and hash in memory rather than in temporary files.
@@ -177,10 +226,50 @@ class Summary:
         return sum(getattr(p, name) for p in self.platforms.values())
 
 
-def _params(settings: Settings, max_age_seconds: float | None, **extra) -> dict:
+# The latest finished checking run of each shard label ('' or 'INDEX/COUNT'); a handful of
+# rows, read through refresh_runs_checked_idx before the keys are.
+CHECKS = """
+    SELECT DISTINCT ON (shard) run_id::text, shard, started_at
+    FROM refresh_runs
+    WHERE checked_changes AND status <> 'running'
+    ORDER BY shard, started_at DESC
+"""
+
+
+def coverage(conn) -> dict:
+    """Return the latest checking runs as the fragment's parameters (check_run ... check_runs).
+
+    The unsharded one, and those of the newest shard count (a count used before has older
+    runs) indexed by shard + 1, with None where a shard has not checked yet.
+    """
+    with conn.cursor() as cur:
+        cur.execute(CHECKS)
+        rows = cur.fetchall()
+    whole = next(((run, at) for run, shard, at in rows if shard == ""), (None, None))
+    parts = {}
+    for run, shard, at in rows:
+        index, _, count = shard.partition("/")
+        if count:
+            parts[(int(count), int(index))] = (run, at)
+    newest = max(parts.items(), key=lambda item: item[1][1], default=None)
+    count = newest[0][0] if newest else None
+    slots = [parts.get((count, i), (None, None)) for i in range(count or 0)]
+    return {
+        "check_run": whole[0],
+        "check_started": whole[1],
+        "part_count": count,
+        "part_runs": [run for run, _ in slots],
+        "part_starts": [at for _, at in slots],
+        "check_runs": [run for run, _, _ in rows],
+    }
+
+
+def _params(conn, settings: Settings, max_age_seconds: float | None, **extra) -> dict:
     shard = settings.shard
     promise = promise_for(settings)
     return {
+        **coverage(conn),
+        "current_by": None,
         "platforms": list(settings.platforms),
         "shard_index": shard.index if shard else None,
         "shard_count": shard.count if shard else None,
@@ -201,22 +290,65 @@ def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-def _time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
 def _add(p: PlatformSummary, row: dict) -> None:
     for name in ("keys", "never", "stale", "outside_promise", "failing", "failing_repeatedly"):
         setattr(p, name, getattr(p, name) + row[name])
-    p.oldest_current_at = _earliest(p.oldest_current_at, _time(row["oldest_current_at"]))
-    p.newest_current_at = _latest(p.newest_current_at, _time(row["newest_current_at"]))
-    p.first_promise_end = _earliest(p.first_promise_end, _time(row["first_promise_end"]))
+    p.oldest_current_at = _earliest(p.oldest_current_at, row["oldest_current_at"])
+    p.newest_current_at = _latest(p.newest_current_at, row["newest_current_at"])
+    p.first_promise_end = _earliest(p.first_promise_end, row["first_promise_end"])
     p.age_sum += row["age_sum"]
-    p.newest_success_at = _latest(p.newest_success_at, _time(row["newest_success_at"]))
+    p.newest_success_at = _latest(p.newest_success_at, row["newest_success_at"])
     if row["copy_lifetime"] is not None:
         p.copy_lifetime = max(p.copy_lifetime or 0.0, row["copy_lifetime"])
     if row["bucket"] is not None:  # NULL: never current, in no finite bucket
         p.by_bucket[row["bucket"]] += row["keys"]
+
+
+def _older_than(platforms: dict[str, PlatformSummary], worst: int) -> float:
+    """Return an age every one of the ``worst`` stalest keys is at least (0: no bound).
+
+    The counts say how many keys each age bucket holds: walking from the never current and
+    the oldest bucket down, the bucket where ``worst`` keys are reached bounds them below.
+    """
+    seen = sum(p.never for p in platforms.values())
+    if seen >= worst:  # the never current alone: any bound keeps them
+        return float(AGE_BUCKETS[-1])
+    for index in range(len(AGE_BUCKETS), 0, -1):
+        seen += sum(p.by_bucket[index] for p in platforms.values())
+        if seen >= worst:
+            # One second under the bound: the ages in SQL and the comparison differ in
+            # rounding, and a few keys more sort no slower.
+            return max(0.0, AGE_BUCKETS[index - 1] - 1.0)
+    return 0.0
+
+
+def _merge_worst(
+    known: list[KeyRow], missing: list[KeyRow], worst: int, platforms: tuple[str, ...]
+) -> list[KeyRow]:
+    """Return the ``worst`` stalest of both lists, in the statements' order (_ORDER).
+
+    A uuid sorts in PostgreSQL as its bytes, and so does its lower-case text.
+    """
+
+    def order(row: KeyRow):
+        at = row.current_at
+        return (at is not None, at.timestamp() if at else 0.0, row.client_id,
+                platforms.index(row.platform))  # fmt: skip
+
+    return sorted([*missing, *known], key=order)[:worst]
+
+
+def _missing_row(client_id: str, platform: str) -> KeyRow:
+    """Return a key refresh_state has no row for: never refreshed, stale, outside the promise."""
+    return KeyRow(
+        client_id, platform, None, None, None, 0, None, None, None, False, False, None, None,
+        None, True,
+    )  # fmt: skip
+
+
+def _add_missing(p: PlatformSummary, count: int) -> None:
+    for name in ("keys", "never", "stale", "outside_promise"):
+        setattr(p, name, getattr(p, name) + count)
 
 
 def read(
@@ -224,23 +356,40 @@ def read(
 ) -> Summary:
     """Return every configured platform's counts, the worst keys and the longest streaks.
 
-    Stale means older than ``max_age_seconds`` (default: the promise).
+    Stale means older than ``max_age_seconds`` (default: the promise). Three statements
+    over the known keys (counts, worst, streaks) and one over the keys never refreshed,
+    each free to use parallel workers; all judge at the instant read first.
     """
-    params = _params(
-        settings, max_age_seconds, bounds=list(AGE_BUCKETS), worst=worst, streaks=streaks
-    )
     summary = Summary(None, {p: PlatformSummary(p) for p in settings.platforms})
     with conn.cursor() as cur:
         cur.execute(READ_WORK_MEM)
         cur.execute("SELECT now()")
         (summary.now,) = cur.fetchone()
-        cur.execute(with_client_ids(READ, conn), params)
-        for kind, counts, *key in cur:
-            if kind == "counts":
-                for row in json.loads(counts or "[]"):
-                    _add(summary.platforms[row["platform"]], row)
+        params = _params(
+            conn, settings, max_age_seconds, now=summary.now, bounds=list(AGE_BUCKETS),
+            worst=worst, streaks=streaks,
+        )  # fmt: skip
+        ids = client_id_reader(conn)
+        cur.execute(COUNTS.replace("__CLIENT_ID__", ids), params)
+        names = [c.name for c in cur.description]
+        for row in cur.fetchall():
+            _add(summary.platforms[row[0]], dict(zip(names, row, strict=True)))
+        missing = []
+        cur.execute(MISSING_READ.replace("__CLIENT_ID__", ids), params)
+        for platform, count, client_id, _order in cur.fetchall():
+            if count is not None:
+                _add_missing(summary.platforms[platform], count)
             else:
-                (summary.worst if kind == "worst" else summary.streaks).append(KeyRow(*key))
+                missing.append(_missing_row(client_id, platform))
+        if worst > 0:
+            older = _older_than(summary.platforms, worst)
+            params["current_by"] = summary.now - timedelta(seconds=older) if older else None
+            cur.execute(WORST.replace("__CLIENT_ID__", ids), params)
+            known = [KeyRow(*r) for r in cur.fetchall()]
+            summary.worst = _merge_worst(known, missing, worst, tuple(settings.platforms))
+        if streaks > 0:
+            cur.execute(STREAKS.replace("__CLIENT_ID__", ids), params)
+            summary.streaks = [KeyRow(*r) for r in cur.fetchall()]
     return summary
 
 
@@ -253,7 +402,10 @@ def stream(
     limit: int | None = None,
 ) -> Iterator[KeyRow]:
     """Yield every expected key (or the stale ones), stalest first, a page at a time."""
-    params = _params(settings, max_age_seconds, stale_only=stale_only, limit=limit)
+    with conn.cursor() as cur:
+        cur.execute("SELECT now()")
+        (now,) = cur.fetchone()
+    params = _params(conn, settings, max_age_seconds, now=now, stale_only=stale_only, limit=limit)
     statement = with_client_ids(KEYS, conn)
     was_autocommit = conn.autocommit
     conn.autocommit = False  # a server-side cursor lives inside a transaction
