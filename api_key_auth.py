@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 import uuid
 
-import jwt
-
 ISSUER = "analytics-refresh"
 ALGORITHM = "HS256"
 SCOPE_REFRESH = "analytics:refresh"
@@ -69,6 +67,8 @@ def mint_client_token(
         "exp": issued + int(ttl_seconds),
         "jti": uuid.uuid4().hex,
     }
+    import jwt  # here, not at the top: commands that never mint a token start faster
+
     return jwt.encode(claims, secret_key, algorithm=ALGORITHM)
 
 
@@ -86,6 +86,8 @@ def verify_client_token(
     With ``client_id`` and ``scope`` the token must name that client and grant that scope;
     those failures raise ``TokenForbidden`` (HTTP 403) rather than ``TokenError`` (401).
     """
+    import jwt
+
     secret_key = _check_secret(secret_key)
     try:
         claims = jwt.decode(

@@ -226,3 +226,19 @@ def test_text_keys_lists_every_key(run_env, history, capsys):
         (c == BOB, stale) for c, _, stale in STALEST_FIRST
     ]
     assert "5 listed" in out
+
+
+def test_the_status_command_loads_no_http_or_token_library():
+    """status starts fast: requests and PyJWT load only in processes that send or mint."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import analytics_refresh.cli, analytics_refresh.ops.status, analytics_refresh.ui.console\n"
+        "print(sorted(m for m in ('requests', 'jwt', 'urllib3') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

@@ -16,7 +16,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 from analytics_refresh import __version__
 from analytics_refresh.config.urls import public_host
-from analytics_refresh.http import monitor_http
 from analytics_refresh.logs import LOGGER_NAME, PlainFormatter, RedactFilter
 
 log = logging.getLogger(__name__)
@@ -87,6 +86,9 @@ class Heartbeat:
         return self._ping(str(exit_code), run_id, body)
 
     def _ping(self, suffix: str, run_id: str | None, body: str) -> bool:
+        # Imported here: requests loads only in a process that pings (status never does).
+        from analytics_refresh.http import monitor_http
+
         outcome: dict[str, str] = {}
         try:
             # One deadline for all of it: name resolution, connecting, sending, the answer.
