@@ -19,7 +19,10 @@ from analytics_refresh.store.records import FAILING_STREAK
 
 SQL = Path(__file__).with_name("sql")
 FRAGMENT = (SQL / "key_freshness.sql").read_text(encoding="utf-8")
-MISSING = (SQL / "missing_keys.sql").read_text(encoding="utf-8")
+CONNECTED_ROWS = (SQL / "connected_credentials.sql").read_text(encoding="utf-8")
+MISSING = (
+    (SQL / "missing_keys.sql").read_text(encoding="utf-8").replace("__CONNECTED__", CONNECTED_ROWS)
+)
 # The reference schema's uuid column is read as it is. An application's own table may keep
 # ids as text, as typed: those Python's uuid.UUID reads (any case, hyphens, braces, a urn:
 # prefix) become uuids, the rest are no key (the plan skips them too). Only a text column
@@ -99,6 +102,16 @@ COUNTS = f"""
            max(date_part('epoch', expires_at - last_success_at)) AS copy_lifetime
     FROM ({FRAGMENT}) AS f
     GROUP BY platform, bucket
+"""  # noqa: S608 (composed of constants; values travel as parameters)
+# The connected keys per platform, from one pass over the credentials and no join: where
+# they number the known keys counted, no key is missing and the anti-joins below are not
+# read (the usual case once every key has run once).
+CONNECTED = f"""
+    SELECT count(*) FILTER (WHERE shopify) AS shopify_keys,
+           count(*) FILTER (WHERE amazon) AS amazon_keys, count(*) AS all_keys
+    FROM (SELECT client_id, bool_or(platform = 'shopify') AS shopify,
+                 bool_or(platform = 'amazon') AS amazon
+          FROM ({CONNECTED_ROWS}) AS c GROUP BY client_id) AS k
 """  # noqa: S608 (composed of constants; values travel as parameters)
 # The keys never refreshed, counted per platform, and the first of them named: materialized,
 # since they are few (all of them only before the first run).
@@ -357,8 +370,9 @@ def read(
     """Return every configured platform's counts, the worst keys and the longest streaks.
 
     Stale means older than ``max_age_seconds`` (default: the promise). Three statements
-    over the known keys (counts, worst, streaks) and one over the keys never refreshed,
-    each free to use parallel workers; all judge at the instant read first.
+    over the known keys (counts, worst, streaks), a count of the connected keys, and, only
+    where that count says some are missing, one over the keys never refreshed; each free
+    to use parallel workers, all judging at the instant read first.
     """
     summary = Summary(None, {p: PlatformSummary(p) for p in settings.platforms})
     with conn.cursor() as cur:
@@ -375,12 +389,16 @@ def read(
         for row in cur.fetchall():
             _add(summary.platforms[row[0]], dict(zip(names, row, strict=True)))
         missing = []
-        cur.execute(MISSING_READ.replace("__CLIENT_ID__", ids), params)
-        for platform, count, client_id, _order in cur.fetchall():
-            if count is not None:
-                _add_missing(summary.platforms[platform], count)
-            else:
-                missing.append(_missing_row(client_id, platform))
+        cur.execute(CONNECTED.replace("__CLIENT_ID__", ids), params)
+        connected = dict(zip(("shopify", "amazon", "all"), cur.fetchone(), strict=True))
+        short = [p for p in settings.platforms if connected[p] != summary.platforms[p].keys]
+        if short:  # some connected key has no state row: count and name those
+            cur.execute(MISSING_READ.replace("__CLIENT_ID__", ids), {**params, "platforms": short})
+            for platform, count, client_id, _order in cur.fetchall():
+                if count is not None:
+                    _add_missing(summary.platforms[platform], count)
+                else:
+                    missing.append(_missing_row(client_id, platform))
         if worst > 0:
             older = _older_than(summary.platforms, worst)
             params["current_by"] = summary.now - timedelta(seconds=older) if older else None

@@ -1,23 +1,10 @@
 -- The keys a run would plan now that refresh_state has no row for: connected, never
 -- refreshed (a client just connected, or a platform just added). Usually none. The
 -- complement of key_freshness.sql, with its parameters (platforms, shard_index,
--- shard_count) and its reading of the credentials (__CLIENT_ID__).
+-- shard_count) and its reading of the credentials (__CLIENT_ID__), over
+-- the connected rows of connected_credentials.sql.
 -- Columns: client_id, platform, platform_order.
-WITH connected AS NOT MATERIALIZED (
-    SELECT client_id, platform FROM (
-        SELECT __CLIENT_ID__ AS client_id, platform::text AS platform
-        FROM client_api_credentials
-        WHERE status = 'connected' AND platform::text IN ('shopify', 'amazon')
-    ) AS c
-    WHERE client_id IS NOT NULL
-      -- plan.shard_of, as key_freshness.sql reads it.
-      AND (%(shard_count)s::integer IS NULL OR mod(
-              ('x' || encode(substring(sha256(uuid_send(client_id)) FROM 1 FOR 4), 'hex'))
-                  ::bit(32)::bigint::numeric * 4294967296
-              + ('x' || encode(substring(sha256(uuid_send(client_id)) FROM 5 FOR 4), 'hex'))
-                  ::bit(32)::bigint,
-              %(shard_count)s::integer) = %(shard_index)s::integer)
-)
+WITH connected AS NOT MATERIALIZED (__CONNECTED__)
 -- Anti-joins over the credential rows as they are; only the few keys found are made
 -- distinct (a duplicate row, or a client's two platforms for its 'all').
 SELECT DISTINCT k.client_id, k.platform,
