@@ -48,6 +48,17 @@ COST = """
     -- By the uuid itself: its text is made once per group, not once per row.
     GROUP BY client_id, finished_at::date
 """
+# The same sums from the days refresh_job_days keeps (its triggers add every job row to its
+# client's UTC day): a row per client and day instead of every job row. The window's days
+# are whole, from its first midnight to today.
+COST_DAYS = """
+    SELECT client_id::text, day,
+           CASE WHEN timed_jobs > 0 THEN backend_ms / 1000.0 END, unchanged_rows
+    FROM refresh_job_days
+    WHERE day >= (%(lo)s::timestamptz AT TIME ZONE 'UTC')::date
+      AND day <= (%(hi)s::timestamptz AT TIME ZONE 'UTC')::date
+      AND jobs > 0
+"""
 # Per key, from ROWS: its first success ever (the row naming none before it), the earliest
 # success a row names, its newest success among the rows.
 TOTALS = """

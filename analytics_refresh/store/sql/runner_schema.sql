@@ -151,6 +151,100 @@ BEGIN
 END
 $fill$;
 
+-- What each client cost the backend, per UTC day: the freshness report's cost figures read
+-- these sums instead of every job row of weeks of history. Kept by the triggers below on
+-- every write to refresh_jobs (insert, update, delete, a prune, a truncate), whoever
+-- writes it; an install upgraded from a release without it is filled from the history once.
+DO $job_days$
+BEGIN
+    IF to_regclass('refresh_job_days') IS NOT NULL THEN
+        RETURN;
+    END IF;
+    CREATE TABLE refresh_job_days (
+        client_id       uuid NOT NULL,
+        day             date NOT NULL,
+        jobs            bigint NOT NULL DEFAULT 0,  -- job rows finished that day
+        timed_jobs      bigint NOT NULL DEFAULT 0,  -- of them, refreshes with a duration
+        backend_ms      bigint NOT NULL DEFAULT 0,  -- their durations (succeeded, failed)
+        unchanged_rows  bigint NOT NULL DEFAULT 0,  -- rows of keys skipped as unchanged
+        PRIMARY KEY (client_id, day)
+    );
+    -- No run may write a job row between the fill and the triggers taking over.
+    LOCK TABLE refresh_jobs IN SHARE MODE;
+    INSERT INTO refresh_job_days (client_id, day, jobs, timed_jobs, backend_ms, unchanged_rows)
+    SELECT client_id, (finished_at AT TIME ZONE 'UTC')::date, count(*),
+           count(duration_ms) FILTER (WHERE status IN ('succeeded', 'failed')),
+           coalesce(sum(duration_ms) FILTER (WHERE status IN ('succeeded', 'failed')), 0),
+           count(*) FILTER (WHERE status = 'skipped' AND error LIKE 'unchanged%')
+    FROM refresh_jobs
+    WHERE finished_at IS NOT NULL
+    GROUP BY 1, 2;
+END
+$job_days$;
+
+-- One statement's job rows added to their clients' days (the rows it wrote) and taken from
+-- them (the rows it replaced or deleted); a day left with no row is dropped. The sums are
+-- upserted in key order, so two writers of one client take its day rows' locks in the same
+-- order. Only the transition tables of the event exist, hence the statement is composed.
+CREATE OR REPLACE FUNCTION analytics_refresh_job_days() RETURNS trigger
+LANGUAGE plpgsql AS $job_days$
+DECLARE
+    signed text := concat_ws(' UNION ALL ',
+        CASE WHEN TG_OP IN ('INSERT', 'UPDATE') THEN 'SELECT 1 AS sign, * FROM new_rows' END,
+        CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN 'SELECT -1 AS sign, * FROM old_rows' END);
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        TRUNCATE refresh_job_days;
+        RETURN NULL;
+    END IF;
+    EXECUTE format($upsert$
+        INSERT INTO refresh_job_days AS d (client_id, day, jobs, timed_jobs, backend_ms,
+                                           unchanged_rows)
+        SELECT client_id, (finished_at AT TIME ZONE 'UTC')::date, sum(sign),
+               coalesce(sum(sign) FILTER (WHERE %1$s AND duration_ms IS NOT NULL), 0),
+               coalesce(sum(sign * duration_ms) FILTER (WHERE %1$s), 0),
+               coalesce(sum(sign) FILTER (WHERE %2$s), 0)
+        FROM (%3$s) AS j
+        WHERE finished_at IS NOT NULL
+        GROUP BY 1, 2
+        HAVING sum(sign) <> 0 OR sum(sign * duration_ms) FILTER (WHERE %1$s) <> 0
+            OR sum(sign) FILTER (WHERE %2$s) <> 0
+            OR sum(sign) FILTER (WHERE %1$s AND duration_ms IS NOT NULL) <> 0
+        ORDER BY 1, 2
+        ON CONFLICT (client_id, day) DO UPDATE SET
+            jobs = d.jobs + excluded.jobs, timed_jobs = d.timed_jobs + excluded.timed_jobs,
+            backend_ms = d.backend_ms + excluded.backend_ms,
+            unchanged_rows = d.unchanged_rows + excluded.unchanged_rows
+        $upsert$,
+        $work$status IN ('succeeded', 'failed')$work$,
+        $skip$status = 'skipped' AND error LIKE 'unchanged%'$skip$,
+        signed);
+    IF TG_OP <> 'INSERT' THEN
+        DELETE FROM refresh_job_days AS d
+        USING (SELECT DISTINCT client_id, (finished_at AT TIME ZONE 'UTC')::date AS day
+               FROM old_rows WHERE finished_at IS NOT NULL) AS g
+        WHERE d.client_id = g.client_id AND d.day = g.day AND d.jobs <= 0;
+    END IF;
+    RETURN NULL;
+END
+$job_days$;
+
+DROP TRIGGER IF EXISTS refresh_job_days_insert ON refresh_jobs;
+CREATE TRIGGER refresh_job_days_insert AFTER INSERT ON refresh_jobs
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION analytics_refresh_job_days();
+DROP TRIGGER IF EXISTS refresh_job_days_update ON refresh_jobs;
+CREATE TRIGGER refresh_job_days_update AFTER UPDATE ON refresh_jobs
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION analytics_refresh_job_days();
+DROP TRIGGER IF EXISTS refresh_job_days_delete ON refresh_jobs;
+CREATE TRIGGER refresh_job_days_delete AFTER DELETE ON refresh_jobs
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION analytics_refresh_job_days();
+DROP TRIGGER IF EXISTS refresh_job_days_truncate ON refresh_jobs;
+CREATE TRIGGER refresh_job_days_truncate AFTER TRUNCATE ON refresh_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION analytics_refresh_job_days();
+
 -- change record: begin (the same text in analytics_refresh/sql/runner_schema.sql and
 -- dashboard_api/schema.sql, whichever is installed first creates it)
 -- One row per client x platform whose data changed: a version bumped by every change (by
