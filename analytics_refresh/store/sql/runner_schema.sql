@@ -192,12 +192,15 @@ DECLARE
     signed text := concat_ws(' UNION ALL ',
         CASE WHEN TG_OP IN ('INSERT', 'UPDATE') THEN 'SELECT 1 AS sign, * FROM new_rows' END,
         CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN 'SELECT -1 AS sign, * FROM old_rows' END);
+    emptied_clients uuid[];
+    emptied_days date[];
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         TRUNCATE refresh_job_days;
         RETURN NULL;
     END IF;
     EXECUTE format($upsert$
+        WITH summed AS (
         INSERT INTO refresh_job_days AS d (client_id, day, jobs, timed_jobs, backend_ms,
                                            unchanged_rows)
         SELECT client_id, (finished_at AT TIME ZONE 'UTC')::date, sum(sign),
@@ -215,15 +218,19 @@ BEGIN
             jobs = d.jobs + excluded.jobs, timed_jobs = d.timed_jobs + excluded.timed_jobs,
             backend_ms = d.backend_ms + excluded.backend_ms,
             unchanged_rows = d.unchanged_rows + excluded.unchanged_rows
+        RETURNING d.client_id, d.day, d.jobs)
+        SELECT array_agg(client_id), array_agg(day) FROM summed WHERE jobs <= 0
         $upsert$,
         $work$status IN ('succeeded', 'failed')$work$,
         $skip$status = 'skipped' AND error LIKE 'unchanged%'$skip$,
-        signed);
-    IF TG_OP <> 'INSERT' THEN
+        signed) INTO emptied_clients, emptied_days;
+    -- The emptied days are named by the upsert, whose row locks keep them empty until this
+    -- transaction ends: deleting them by key stays linear however many rows a prune takes
+    -- (a filter on jobs <= 0 would be planned from statistics that know no such row).
+    IF emptied_clients IS NOT NULL THEN
         DELETE FROM refresh_job_days AS d
-        USING (SELECT DISTINCT client_id, (finished_at AT TIME ZONE 'UTC')::date AS day
-               FROM old_rows WHERE finished_at IS NOT NULL) AS g
-        WHERE d.client_id = g.client_id AND d.day = g.day AND d.jobs <= 0;
+        USING unnest(emptied_clients, emptied_days) AS g(client_id, day)
+        WHERE d.client_id = g.client_id AND d.day = g.day;
     END IF;
     RETURN NULL;
 END
