@@ -9,8 +9,10 @@ processes and over ``--repeat`` rounds (median), ``analytics-refresh status``,
 ``status --json``, and a run's start-up: ``analytics_refresh_cron.py`` from just before
 its process starts to the first request a loopback backend receives (the run is then
 stopped with SIGTERM and its rows deleted, so every round starts from the same history).
-Last, it prunes the long history with ``analytics-refresh db prune --days N`` and compares
-the sizes.
+On the long history it also times the freshness report over all its days, ``analytics-refresh
+report --days N --json`` and the HTML file, each process's peak resident memory read from
+its own rusage (goal: 5 s and 200 MB at 5,000 clients x 30 days). Last, it prunes the long
+history with ``analytics-refresh db prune --days N`` and compares the sizes.
 
 Then the ``--fleet-clients`` case (fleet_bench.py): the metrics file, a one-client run and
 ``status`` at 100,000 clients after one run, against their goals (``--only-fleet`` runs it
@@ -48,6 +50,8 @@ PROCESS_SECONDS = 600
 # Settings of the user's environment that would change what the processes do.
 DROPPED_PREFIXES = ("REFRESH_", "METRICS_", "HEALTHCHECK_", "ANALYTICS_", "LOG_", "DATABASE_")
 MB = 1024 * 1024
+# The freshness report's goal on the long history (5,000 clients x 30 days by default).
+REPORT_SECONDS, REPORT_MB = 5.0, 200.0
 
 
 def start_server(workdir: Path):
@@ -191,6 +195,62 @@ def measure(datasets: list[data.Dataset], env: dict, repeat: int, warmup: int) -
     }
 
 
+def time_report(env: dict, url: str, *flags: str) -> tuple[float, float]:
+    """Return the wall seconds and peak resident MB of one ``analytics-refresh report``."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(data.CLI), "report", *flags],
+        env={**env, "DATABASE_URL": url},
+        cwd=env["BENCH_WORKDIR"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    # wait4 gives this process's own rusage: RUSAGE_CHILDREN would be the largest child yet.
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"report {' '.join(flags)}: exit {proc.returncode}\n{proc.stderr.read()}"
+        )
+    proc.stderr.close()
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def measure_report(env: dict, ds: data.Dataset, repeat: int) -> dict:
+    """Time the freshness report over the whole of ``ds``: --json and HTML, interleaved."""
+    out = Path(env["BENCH_WORKDIR"]) / "freshness-report.html"
+    forms = {
+        "json": ("--days", str(ds.days), "--json", "--out", f"{out}.json"),
+        "html": ("--days", str(ds.days), "--out", str(out)),
+    }
+    rounds = {name: {"seconds": [], "mb": []} for name in forms}
+    for round_ in range(1, repeat + 1):
+        for name, flags in forms.items():
+            seconds, mb = time_report(env, ds.url, *flags)
+            rounds[name]["seconds"].append(seconds)
+            rounds[name]["mb"].append(mb)
+        print(
+            f"  round {round_}/{repeat}: "
+            + "; ".join(
+                f"--{n} {r['seconds'][-1]:.2f}s {r['mb'][-1]:.0f} MB" for n, r in rounds.items()
+            ),
+            flush=True,
+        )
+    return {
+        "days": ds.days,
+        "html_bytes": out.stat().st_size,
+        **{
+            name: {
+                "median": statistics.median(r["seconds"]),
+                "samples": r["seconds"],
+                "peak_mb": max(r["mb"]),
+            }
+            for name, r in rounds.items()
+        },
+    }
+
+
 def measure_prune(env: dict, ds: data.Dataset, days: int) -> dict:
     """Prune ``ds`` to ``days`` days; return the sizes before and after, as is and compacted.
 
@@ -218,8 +278,14 @@ def goal(met: bool, text: str) -> str:
     return f"| {text} | {'met' if met else 'MISSED'} |"
 
 
-def report(args, datasets: dict[str, data.Dataset], timings: dict, prune: dict | None) -> str:
-    """Return the figures side by side, the prune's sizes, and each goal met or missed."""
+def report(
+    args,
+    datasets: dict[str, data.Dataset],
+    timings: dict,
+    prune: dict | None,
+    freshness: dict | None = None,
+) -> str:
+    """Return the figures side by side, the report's and the prune's, each goal met or missed."""
     shown = list(datasets.values())
     lines = [
         "| figure | " + " | ".join(ds.label for ds in shown) + " |",
@@ -278,6 +344,18 @@ def report(args, datasets: dict[str, data.Dataset], timings: dict, prune: dict |
                 f"`status --json`, {big.label} ({big.keys:,} keys): {b:.2f} s, at most 5 s",
             )
         )
+    if freshness is not None:
+        lines += ["", *report_table(freshness, long, n)]
+        for name in ("json", "html"):
+            f = freshness[name]
+            goals.append(
+                goal(
+                    f["median"] <= REPORT_SECONDS and f["peak_mb"] <= REPORT_MB,
+                    f"`report --days {freshness['days']}{' --json' if name == 'json' else ''}`, "
+                    f"{long.label}: {f['median']:.2f} s and {f['peak_mb']:.0f} MB, at most "
+                    f"{REPORT_SECONDS:g} s and {REPORT_MB:g} MB",
+                )
+            )
     if prune is not None:
         lines += ["", *prune_table(prune, long)]
         want = prune["days"] / long.days
@@ -307,6 +385,18 @@ def _beside_one(t: dict, name: str) -> str:
     if "one" not in t:
         return ""
     return f" (against one run of history: {t['long'][name] / t['one'][name]:.2f}x)"
+
+
+def report_table(freshness: dict, hist: data.Dataset, n: int) -> list[str]:
+    return [
+        f"| {hist.label}, `report --days {freshness['days']}` "
+        f"(HTML {freshness['html_bytes'] / 1024:,.0f} KiB) | s (median of {n}) | peak MB |",
+        "|---|---|---|",
+        *(
+            f"| {label} | {freshness[name]['median']:.2f} | {freshness[name]['peak_mb']:.0f} |"
+            for name, label in (("json", "`--json`"), ("html", "HTML"))
+        ),
+    ]
 
 
 def prune_table(prune: dict, hist: data.Dataset) -> list[str]:
@@ -411,7 +501,7 @@ def main(argv=None) -> int:
             plan = {}
         datasets: dict[str, data.Dataset] = {}
         fleet = None
-        timings = prune = None
+        timings = prune = freshness = None
         try:
             for role, (label, clients, days, per_day) in plan.items():
                 print(f"building {label}", flush=True)
@@ -436,6 +526,8 @@ def main(argv=None) -> int:
             if datasets:
                 print("timing", flush=True)
                 timings = measure(list(datasets.values()), env, args.repeat, args.warmup)
+                print(f"freshness report on {datasets['long'].label}", flush=True)
+                freshness = measure_report(env, datasets["long"], args.repeat)
                 print(f"pruning {datasets['long'].label}", flush=True)
                 prune = measure_prune(env, datasets["long"], args.prune_days)
                 print(f"  {prune['output']}", flush=True)
@@ -457,7 +549,7 @@ def main(argv=None) -> int:
                 embedded.cleanup()  # before its directory goes
         print()
         if datasets:
-            print(report(args, datasets, timings, prune))
+            print(report(args, datasets, timings, prune, freshness))
             print()
         if fleet is not None:
             print(fleet_bench.report(fleet, args.repeat))
@@ -474,6 +566,7 @@ def main(argv=None) -> int:
                         ],
                         "timings": timings,
                         "prune": prune,
+                        "report": freshness,
                         "fleet": None
                         if fleet is None
                         else {k: v for k, v in fleet.items() if k != "ds"},
