@@ -26,13 +26,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Worker processes for the suite, each with its own embedded PostgreSQL. Most tests wait on
+# servers, subprocesses and deadlines rather than the CPU, so four fit on two cores. The
+# tests marked `alone` run after them, by themselves.
+TEST_WORKERS ?= 4
+
 # The installer tests need Debian's cron and systemd-analyze; the script installs them
 # when it can (root with apt-get) and says so when it cannot.
 test: lint
 	bash scripts/install-test-tools.sh
-	@echo "The whole suite (a real PostgreSQL, servers, crontabs) takes several minutes;"
+	@echo "The whole suite (a real PostgreSQL, servers, crontabs) takes a few minutes;"
 	@echo "one file: $(BIN)/python -m pytest -q tests/test_run.py"
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not alone"
+	$(BIN)/python -m pytest -m alone
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

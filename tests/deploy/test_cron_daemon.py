@@ -26,7 +26,9 @@ from tests.backend import Answer
 from tests.conftest import connect_clients
 from tests.deploy.conftest import require_tool, run_setup
 
-pytestmark = pytest.mark.slow
+# Alone: the daemon it starts reads every user's crontab, and would run the lines the
+# crontab tests of a parallel worker install for their throwaway users.
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 CLIENT = "3b619a14-3cd8-49fa-9c24-d8df5e54c452"
 CRON_DAEMON = "/usr/sbin/cron"
