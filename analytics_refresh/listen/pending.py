@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from analytics_refresh.store import key_freshness
+from analytics_refresh.store import freshness_sql
 from analytics_refresh.store.plan import Job
 
 from . import queries as sql
@@ -49,7 +49,7 @@ def read(conn, platforms) -> list[Pending]:
     seen = time.monotonic()
     with conn.cursor() as cur:
         # The application's table may keep its ids as text: read them as the plan does.
-        query = key_freshness.with_client_ids(sql.PENDING, conn)
+        query = freshness_sql.with_client_ids(sql.PENDING, conn)
         cur.execute(query, {"platforms": list(platforms)})
         rows = cur.fetchall()
     return [
