@@ -1,12 +1,14 @@
-"""The ``.env`` file: reading it, strictly, and saying where each variable was set.
+"""The ``.env`` file: reading it, strictly, merging it under the process environment, and
+saying where each variable was set.
 
-settings.py merges it under the process environment; the messages of every check name
-the file or "the environment", so a user knows which of the two to edit.
+The messages of every check name the file or "the environment", so a user knows which of
+the two to edit.
 """
 
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -62,3 +64,29 @@ def read_dotenv(path: Path) -> dict[str, str]:
         )
     values = dotenv_values(stream=io.StringIO(text), interpolate=True)
     return {k: v for k, v in values.items() if v is not None}
+
+
+def load_environment(
+    environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Mapping[str, str]:
+    """Return the environment to read settings from.
+
+    A given ``environ`` is used as it is (tests, embedding). Otherwise ``.env`` in the
+    working directory is read, and the process environment wins over it, so a scheduler's
+    settings are never undone. A ``.env`` line that cannot be parsed is a configuration
+    error naming the file and the line: skipping it would run with a default instead.
+    """
+    if environ is not None:
+        return environ
+    path = (cwd or Path.cwd()) / ".env"
+    from_file = read_dotenv(path)
+    merged = Environment(from_file)
+    merged.update(os.environ)
+    merged.dotenv_path = path
+    merged.dotenv_names = frozenset(set(from_file) - set(os.environ))
+    return merged
+
+
+def given_environment(environ: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """Return ``environ``, or the process environment as it is, before ``.env`` is read."""
+    return os.environ if environ is None else environ

@@ -21,7 +21,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from analytics_refresh.config import deployment
-from analytics_refresh.config.settings import Settings, load_environment
+from analytics_refresh.config.envfile import load_environment
+from analytics_refresh.config.settings import Settings
 from analytics_refresh.errors import RefreshError
 
 VARIABLE = "REFRESH_INTERVAL_MINUTES"

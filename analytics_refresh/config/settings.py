@@ -10,7 +10,6 @@ reported together so a user fixes them in one pass.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,11 +18,9 @@ from typing import Any
 
 from analytics_refresh.config import deployment, names
 from analytics_refresh.config.envfile import (
-    Environment,
     change_source,
     dotenv_names,
     origin_of,
-    read_dotenv,
 )
 from analytics_refresh.config.parsers import (
     PLATFORMS,
@@ -34,13 +31,13 @@ from analytics_refresh.config.parsers import (
     parse_platforms,
     path_text,
 )
-from analytics_refresh.config.urls import check_database_url, display_url, http_url, url_secrets
+from analytics_refresh.config.reader import MIN_SECRET_LENGTH, Reader
+from analytics_refresh.config.urls import http_url, url_secrets
 from analytics_refresh.errors import ConfigError
 
 TRIGGERS = ("cron", "manual", "demo")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-MIN_SECRET_LENGTH = 32
 # Variables with these prefixes are the project's: an unknown one is probably a typo.
 PREFIXES = ("REFRESH_", "ANALYTICS_", "API_", "LOG_", "METRICS_", "HEALTHCHECK_", "CACHE_")
 # Read by the reference API (dashboard_api/config.py) or its gunicorn configuration.
@@ -248,7 +245,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build settings from ``environ``; raise ConfigError listing every problem."""
-        env = _Reader(environ)
+        env = Reader(environ)
         values: dict[str, Any] = {}
         for name, variable in VARIABLES.items():
             value = env.parsed(name, variable.parse)
@@ -290,7 +287,7 @@ def secrets_of(secret_key: str | None, *urls: str | None) -> tuple[str, ...]:
 
 def raw_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
     """Return the secrets to mask when ``environ`` may not even be valid settings."""
-    reader = _Reader(environ)
+    reader = Reader(environ)
     secret = reader.secret("API_SECRET_KEY")
     if secret is not None and len(secret) < MIN_SECRET_LENGTH:
         secret = None  # too short to be the secret: masking it would hide common words
@@ -313,104 +310,3 @@ def unknown_variables(environ: Mapping[str, str]) -> tuple[str, ...]:
     project prefix the project does not know."""
     found = names.misspelt(environ, KNOWN_VARIABLES, PREFIXES, dotenv_names(environ))
     return names.warnings_for(found, origin_of(environ))
-
-
-class _Reader:
-    """Reads typed values and collects every problem before raising once."""
-
-    def __init__(self, environ: Mapping[str, str]):
-        self.environ = environ
-        self.problems: list[str] = []
-
-    def text(self, name: str) -> str:
-        return self.environ.get(name, "").strip()
-
-    def parsed(self, name: str, parse: Callable[[str], Any]) -> Any:
-        raw = self.text(name)
-        if not raw:
-            return None
-        try:
-            return parse(raw)
-        except ValueError as exc:
-            shown = f"={display_url(raw)!r}" if len(raw) <= 200 else ""
-            self.problems.append(f"{name}{shown} is invalid: {exc}")
-            return None
-
-    def database_url(self) -> str | None:
-        """Read DATABASE_URL; a bad one is reported without any part of its value, which
-        may hold a password."""
-        value = self.text("DATABASE_URL")
-        if not value:
-            return None
-        problem = check_database_url(value)
-        if problem:
-            self.problems.append(f"DATABASE_URL is invalid: {problem}")
-            return None
-        return value
-
-    def secret(self, name: str) -> str | None:
-        """Read a secret from ``NAME``, or from the file ``NAME_FILE`` names (Docker secrets)."""
-        return self.text_or_file(name)
-
-    def text_or_file(self, name: str) -> str | None:
-        """Read ``NAME``, or the contents of the file ``NAME_FILE`` names.
-
-        Setting both, in any mix of the environment and ``.env``, is an error: whichever
-        won, the other would be ignored without a word.
-        """
-        value = self.text(name)
-        file_name = self.text(f"{name}_FILE")
-        if value and file_name:
-            where = origin_of(self.environ)
-            self.problems.append(
-                f"{name} (set in {where(name)}) and {name}_FILE (set in "
-                f"{where(name + '_FILE')}) are both set: expected one of them; unset the other"
-            )
-            return None
-        if not value and file_name:
-            try:
-                value = Path(file_name).read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-                self.problems.append(f"{name}_FILE={file_name!r} cannot be read: {reason}")
-        return value or None
-
-    def check_secret_length(self, name: str, secret: str | None) -> None:
-        # The value itself never appears in the message: only its length.
-        if secret is not None and len(secret) < MIN_SECRET_LENGTH:
-            self.problems.append(
-                f"{name} is too short: expected at least {MIN_SECRET_LENGTH} "
-                f"characters, got {len(secret)}"
-            )
-
-    def raise_problems(self) -> None:
-        if self.problems:
-            lines = "\n  ".join(self.problems)
-            raise ConfigError(f"invalid configuration:\n  {lines}")
-
-
-# -- the environment ------------------------------------------------------------------------
-def load_environment(
-    environ: Mapping[str, str] | None = None, cwd: Path | None = None
-) -> Mapping[str, str]:
-    """Return the environment to read settings from.
-
-    A given ``environ`` is used as it is (tests, embedding). Otherwise ``.env`` in the
-    working directory is read, and the process environment wins over it, so a scheduler's
-    settings are never undone. A ``.env`` line that cannot be parsed is a configuration
-    error naming the file and the line: skipping it would run with a default instead.
-    """
-    if environ is not None:
-        return environ
-    path = (cwd or Path.cwd()) / ".env"
-    from_file = read_dotenv(path)
-    merged = Environment(from_file)
-    merged.update(os.environ)
-    merged.dotenv_path = path
-    merged.dotenv_names = frozenset(set(from_file) - set(os.environ))
-    return merged
-
-
-def given_environment(environ: Mapping[str, str] | None = None) -> Mapping[str, str]:
-    """Return ``environ``, or the process environment as it is, before ``.env`` is read."""
-    return os.environ if environ is None else environ

@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analytics_refresh.clock import Deadline
+from analytics_refresh.config.envfile import given_environment, load_environment
 from analytics_refresh.config.settings import (
     Settings,
-    given_environment,
-    load_environment,
     partial,
     raw_secrets,
     unknown_variables,
