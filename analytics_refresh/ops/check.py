@@ -5,8 +5,8 @@ earlier check failed) and, on a failure, the fix; ``console.print_check`` render
 exit code is the one a run would end with for the first failure: 3 for settings and tokens,
 4 for the database and its tables, 1 when the API does not answer or refuses the read
 (every job of a run would fail). No connected client is a warning and exits 0, as a run
-does. The HTTP probes are bounded in time, size and depth as a run's requests are
-(``client.probe``).
+does. The API's two checks are api_check.py's; the lines and their exit codes are
+checklist.py's.
 """
 
 from __future__ import annotations
@@ -15,51 +15,30 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
-
-import requests
 
 import api_key_auth
 from analytics_refresh.config.settings import Settings
 from analytics_refresh.config.urls import display_url
 from analytics_refresh.errors import ConfigError, DatabaseError, RefreshError
-from analytics_refresh.http.client import Probe, probe
 from analytics_refresh.logs import redact
+from analytics_refresh.ops import api_check
 from analytics_refresh.ops.change_check import change_query_result
+from analytics_refresh.ops.checklist import (
+    DATABASE_FAILED,
+    SETTINGS_FAILED,
+    Result,
+    fail,
+    ok,
+)
 from analytics_refresh.store import db, records
 from analytics_refresh.store.plan import Job, build_plan, stream_connected
 
-# The exit code a run would end with when a check of this kind fails.
-SETTINGS_FAILED = ConfigError.exit_code
-DATABASE_FAILED = DatabaseError.exit_code
-JOBS_WOULD_FAIL = RefreshError.exit_code
-
 TOKEN_TTL_SECONDS = 300
-HEALTH_TIMEOUT_SECONDS = 10.0
 NO_CLIENT = str(uuid.UUID(int=0))
 ENDPOINT = "Endpoint accepts a token"
 CHANGE_QUERY = "Change query runs"
-
-
-@dataclass(frozen=True)
-class Result:
-    """The outcome of one check."""
-
-    name: str
-    state: str  # ok | warn | fail | skip
-    detail: str
-    fix: str | None = None
-    exit_code: int = 0
-
-
-def _ok(name: str, detail: str) -> Result:
-    return Result(name, "ok", detail)
-
-
-def _fail(name: str, detail: str, fix: str, code: int) -> Result:
-    return Result(name, "fail", detail, fix, code)
 
 
 class Preflight:
@@ -98,7 +77,7 @@ class Preflight:
                         result = check(name)
                 except DatabaseError as exc:  # the database went away between two checks
                     fix = "check that PostgreSQL is up and DATABASE_URL names it"
-                    result = _fail(name, exc.message, fix, DATABASE_FAILED)
+                    result = fail(name, exc.message, fix, DATABASE_FAILED)
                 self.add(result)
         finally:
             if self.conn is not None:
@@ -115,7 +94,7 @@ class Preflight:
         try:
             s.require_secret()
         except ConfigError as exc:
-            return _fail(name, exc.message, exc.hint or "", exc.exit_code)
+            return fail(name, exc.message, exc.hint or "", exc.exit_code)
         heartbeat = (urlsplit(s.healthcheck_url).hostname or "on") if s.healthcheck_url else "off"
         detail = (
             f"API {display_url(s.endpoint_url)}, platforms {','.join(s.platforms)}, concurrency "
@@ -134,7 +113,7 @@ class Preflight:
                 "correct the names and values above in .env or the environment "
                 "(.env.example lists every variable)",
             )
-        return _ok(name, detail)
+        return ok(name, detail)
 
     def check_files(self, name: str) -> Result:
         paths = [self.settings.log_file]
@@ -149,7 +128,7 @@ class Preflight:
                 "point LOG_DIR (and METRICS_FILE) at a directory the scheduler's user can "
                 "write, e.g. the project's logs/",
             )
-        return _ok(name, ", ".join(str(p) for p in paths))
+        return ok(name, ", ".join(str(p) for p in paths))
 
     def check_database(self, name: str) -> Result:
         try:
@@ -160,15 +139,15 @@ class Preflight:
                 cur.execute(db.sql.SERVER_VERSION)
                 version = cur.fetchone()[0]
         except RefreshError as exc:
-            return _fail(name, exc.message, exc.hint or "check DATABASE_URL", exc.exit_code)
-        return _ok(name, f"{db.describe(url)} ({why}), PostgreSQL {version}")
+            return fail(name, exc.message, exc.hint or "check DATABASE_URL", exc.exit_code)
+        return ok(name, f"{db.describe(url)} ({why}), PostgreSQL {version}")
 
     def check_tables(self, name: str) -> Result:
         if self.conn is None:
             return Result(name, "skip", "no database connection")
         missing = db.missing_tables(self.conn)
         if missing:
-            return _fail(
+            return fail(
                 name,
                 f"missing: {', '.join(missing)}",
                 "run `analytics-refresh db init` once against this database",
@@ -177,11 +156,11 @@ class Preflight:
         _, runs = records.recent_runs(self.conn, 1)
         tables = ", ".join(db.RUNNER_TABLES)
         if not runs:
-            return _ok(name, f"{tables}; no run recorded yet")
+            return ok(name, f"{tables}; no run recorded yet")
         last = runs[0]
         when = last["started_at"].astimezone().strftime("%Y-%m-%d %H:%M:%S")
         ended = "" if last["exit_code"] is None else f", exit {last['exit_code']}"
-        return _ok(name, f"{tables}; last run {when} ({last['trigger']}): {last['status']}{ended}")
+        return ok(name, f"{tables}; last run {when} ({last['trigger']}): {last['status']}{ended}")
 
     def check_clients(self, name: str) -> Result:
         if self.conn is None:
@@ -189,7 +168,7 @@ class Preflight:
         try:
             db.require_credentials_table(self.conn)
         except DatabaseError as exc:
-            return _fail(name, exc.message, exc.hint or "", exc.exit_code)
+            return fail(name, exc.message, exc.hint or "", exc.exit_code)
         plan = build_plan(stream_connected(self.conn), self.settings)
         self.jobs = plan.jobs
         skipped = (
@@ -210,7 +189,7 @@ class Preflight:
             )
         per_platform = Counter(job.platform for job in plan.jobs)
         spread = ", ".join(f"{p} {per_platform[p]}" for p in plan.platforms if per_platform[p])
-        return _ok(name, f"{plan.client_count} clients, {len(plan.jobs)} jobs ({spread}){skipped}")
+        return ok(name, f"{plan.client_count} clients, {len(plan.jobs)} jobs ({spread}){skipped}")
 
     def check_change_query(self, name: str) -> Result:
         if self.conn is None:
@@ -231,144 +210,26 @@ class Preflight:
                 token, secret, client_id=client, scope=api_key_auth.SCOPE_READ
             )
         except (ValueError, api_key_auth.TokenError) as exc:
-            return _fail(
+            return fail(
                 name,
                 redact(str(exc), self.secrets),
                 "set API_SECRET_KEY to the API's secret, at least 32 characters",
                 SETTINGS_FAILED,
             )
         self.token = token
-        return _ok(name, f"HS256, scope {api_key_auth.SCOPE_READ}, lives {TOKEN_TTL_SECONDS}s")
+        return ok(name, f"HS256, scope {api_key_auth.SCOPE_READ}, lives {TOKEN_TTL_SECONDS}s")
 
     def check_health(self, name: str) -> Result:
-        url = self.settings.api_url.rstrip("/") + "/health"
-        shown = display_url(url)
-        try:
-            answer = self.probe(url, timeout=min(HEALTH_TIMEOUT_SECONDS, self.settings.timeout))
-        except requests.RequestException as exc:
-            return _fail(
-                name,
-                f"{shown}: {network_reason(exc)}",
-                unreachable_fix(self.settings),
-                JOBS_WOULD_FAIL,
-            )
-        body = answer.body or {}
-        database = body.get("database")
-        if answer.status == 404:
-            self.health_ok = True
-            return Result(
-                name, "warn", f"{shown}: HTTP 404, the API has no /health; the read below decides"
-            )
-        if answer.status == 503 or (database is not None and database != "ok"):
-            return _fail(
-                name,
-                f"{shown}: HTTP {answer.status}, the API is up but its database is "
-                f"{database or 'down'}",
-                "check the API's DATABASE_URL and that its PostgreSQL is running",
-                JOBS_WOULD_FAIL,
-            )
-        if not 200 <= answer.status < 300:
-            return _fail(
-                name,
-                f"{shown}: HTTP {answer.status} {_error(answer)}".rstrip(),
-                "see the API's log; ANALYTICS_API_URL must be the API's base URL",
-                JOBS_WOULD_FAIL,
-            )
-        self.health_ok = True
-        state = ", ".join(f"{k} {body[k]}" for k in ("status", "database") if k in body)
-        return _ok(
-            name,
-            f"{shown}: HTTP {answer.status}{', ' + state if state else ''} "
-            f"[{answer.elapsed * 1000:.0f} ms]",
-        )
+        result = api_check.check_health(self.settings, name)
+        self.health_ok = result.state in ("ok", "warn")
+        return result
 
     def check_endpoint(self, name: str) -> Result:
         if not self.jobs:
             return Result(name, "skip", "no connected client to read")
         if self.token is None or not self.health_ok:
             return Result(name, "skip", "needs a token and an API that answers /health")
-        job = self.jobs[0]
-        try:
-            answer = self.probe(
-                self.settings.endpoint_url,
-                params={
-                    "client_id": job.client_id,
-                    "platform": job.platform,
-                    "force_refresh": "false",
-                },
-                headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"},
-                timeout=self.settings.timeout,
-            )
-        except requests.RequestException as exc:
-            return _fail(
-                name,
-                f"read of {job}: {network_reason(exc)}",
-                unreachable_fix(self.settings),
-                JOBS_WOULD_FAIL,
-            )
-        body, status, elapsed = answer.body, answer.status, answer.elapsed
-        what = f"read of {job}: HTTP {status}"
-        if 200 <= status < 300:
-            if body is None:
-                return _fail(
-                    name,
-                    f"{what}, but the answer is not a JSON object ({answer.problem or 'no body'})",
-                    "ANALYTICS_API_URL and ANALYTICS_ENDPOINT must name the dashboard API "
-                    f"(now {display_url(self.settings.endpoint_url)}), not a proxy's or a web "
-                    "server's page",
-                    JOBS_WOULD_FAIL,
-                )
-            skus = body.get("sku_count", "?")
-            source = "from its cache" if body.get("cached") else "computed"
-            return _ok(name, f"{what}, {skus} SKUs, {source} [{elapsed:.2f}s]")
-        error = _error(answer)
-        fixes = {
-            401: "give the API and the runner the same API_SECRET_KEY, and check both "
-            "clocks (a token lives minutes)",
-            403: "the API must accept a token whose sub is the client and whose scope is "
-            "analytics:read (see openapi.yaml)",
-            404: f"check ANALYTICS_ENDPOINT (now {self.settings.endpoint}) and that the API "
-            "reads the same database as the runner",
-            503: "the API is shedding load or its database is down: see /health, retry later",
-        }
-        fix = fixes.get(
-            status,
-            "see the API's log; reproduce with curl and a token from "
-            f"`analytics-refresh token {job.client_id} --scope read`",
-        )
-        return _fail(name, f"{what} {error}".rstrip(), fix, JOBS_WOULD_FAIL)
-
-    # -- helpers ----------------------------------------------------------------------------
-    def probe(self, url: str, **kwargs) -> Probe:
-        """One bounded request (time, size and depth, as a run's): client.probe."""
-        verify = str(self.settings.ca_bundle) if self.settings.ca_bundle else True
-        return probe(None, url, verify=verify, **kwargs)
-
-
-def _error(answer: Probe) -> str:
-    """The answer's error text (plain, tokens masked by probe) or its reason phrase."""
-    return answer.detail or answer.reason or ""
-
-
-def network_reason(exc: requests.RequestException) -> str:
-    if isinstance(exc, requests.exceptions.SSLError):
-        return "TLS verification failed"
-    if isinstance(exc, requests.exceptions.Timeout):
-        return "no answer in time (timed out)"
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        text = str(exc)
-        return "connection refused" if "refused" in text.lower() else "connection failed"
-    return type(exc).__name__
-
-
-def unreachable_fix(settings: Settings) -> str:
-    return (
-        f"nothing answers at ANALYTICS_API_URL (now {display_url(settings.api_url)}): start "
-        "the dashboard API there (`analytics-refresh serve` and `gunicorn --config "
-        "python:dashboard_api.gunicorn_config 'dashboard_api:create_app()'` both listen on "
-        "port 5000), or set ANALYTICS_API_URL to where it listens; for HTTPS with a private "
-        "CA set REFRESH_CA_BUNDLE"
-    )
+        return api_check.check_endpoint(self.settings, name, self.jobs[0], self.token)
 
 
 def writable(path: Path) -> bool:
@@ -387,7 +248,7 @@ def invalid_settings(exc: ConfigError) -> Result:
     fix = exc.hint or (
         "correct the variables named, in the environment or .env (.env.example lists them all)"
     )
-    return _fail("Settings valid", " ".join(text.split()), fix, exc.exit_code)
+    return fail("Settings valid", " ".join(text.split()), fix, exc.exit_code)
 
 
 def run_checks(settings: Settings) -> int:
