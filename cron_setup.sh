@@ -22,7 +22,8 @@ LIMIT_MARGIN_SECONDS=300
 # line exports.
 DEADLINE_PROBE='import os
 from pathlib import Path
-from analytics_refresh.config.settings import Settings, read_dotenv
+from analytics_refresh.config.envfile import read_dotenv
+from analytics_refresh.config.settings import Settings
 env = {**read_dotenv(Path(".env")), "REFRESH_INTERVAL_MINUTES": os.environ["REFRESH_INTERVAL_MINUTES"]}
 print(int(Settings.from_env(env).deadline))'
 
