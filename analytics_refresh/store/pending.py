@@ -27,6 +27,12 @@ class PendingRecords:
         self._given_up = False
         self._mutex = threading.Lock()
 
+    @property
+    def in_flight(self) -> int:
+        """Records queued or being written: not yet known to be in the database."""
+        with self._mutex:
+            return len(self._queue) + len(self._writing)
+
     def queue(self, record: JobRecord) -> None:
         """Queue how a job ended; the next ``write`` (a fraction of a second) writes it."""
         with self._mutex:
