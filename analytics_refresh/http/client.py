@@ -3,7 +3,7 @@
 Every attempt is bounded end to end: a shared watchdog thread shuts the attempt's socket
 down when its time is up, whatever phase it is in (name resolution, connecting, the status
 line and headers, the body); bodies are read in small decoded chunks up to a cap on their
-decoded size and scanned as a stream (answers.py), never held or parsed whole.
+decoded size (bodies.py) and scanned as a stream (answers.py), never held or parsed whole.
 """
 
 from __future__ import annotations
@@ -11,32 +11,31 @@ from __future__ import annotations
 import dataclasses
 import enum
 import time
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode
 
 import requests
-import urllib3.exceptions
 
 from analytics_refresh.config.settings import Settings
 from analytics_refresh.http import answers
 from analytics_refresh.http.answers import InvalidAnswer, plain_text
+from analytics_refresh.http.bodies import (
+    MAX_BODY_BYTES,
+    MAX_ERROR_BODY_BYTES,
+    BodyTooLarge,
+    BodyTooSlow,
+    read_chunks,
+    read_prefix,
+    seconds_text,
+)
 from analytics_refresh.http.retry import RETRYABLE_STATUSES
-from analytics_refresh.http.transport import AttemptTime, BoundedAdapter, new_session
+from analytics_refresh.http.transport import AttemptTime, new_session
 from analytics_refresh.model.outcome import Failure
 from analytics_refresh.store.plan import Job
 
 CONNECT_TIMEOUT_SECONDS = 10.0
-# A dashboard answer is a few MB at most; anything far larger is not one. Decoded bytes.
-MAX_BODY_BYTES = 256 * 2**20
-# Of an error answer only this much is read: its `error` text is cut to 300 characters.
-MAX_ERROR_BODY_BYTES = 64 * 2**10
-# Of a preflight probe's answer: /health and a read of one dashboard.
-MAX_PROBE_BODY_BYTES = 64 * 2**20
-# Decoded bytes per read: bounds what one compressed chunk may expand to in memory.
-CHUNK_BYTES = 32 * 2**10
 
 
 class Verdict(enum.Enum):
@@ -78,57 +77,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return max(0.0, when - (time.time() if now is None else now))
-
-
-# -- reading a body within bounds -----------------------------------------------------------
-class _BodyTooSlow(Exception):
-    """The answer's body did not arrive before the attempt's time ran out."""
-
-
-class _BodyTooLarge(Exception):
-    """The answer's body is larger than any dashboard."""
-
-
-def _chunks(response: requests.Response, deadline: float, limit: int) -> Iterator[bytes]:
-    """Yield the decoded body in chunks of at most CHUNK_BYTES, by ``deadline``, up to ``limit``.
-
-    urllib3 decompresses at most the amount asked for per read, so a small compressed
-    answer that expands to gigabytes never occupies more than a chunk.
-    """
-    size = 0
-    raw = response.raw
-    try:
-        # read1() returns what one socket read brings (iter_content would wait for a whole
-        # chunk), so the deadline is checked as often as data arrives.
-        while chunk := raw.read1(CHUNK_BYTES, decode_content=True):
-            size += len(chunk)
-            if size > limit:
-                raise _BodyTooLarge
-            if time.monotonic() > deadline:
-                raise _BodyTooSlow
-            yield chunk
-    except urllib3.exceptions.ReadTimeoutError as exc:
-        raise requests.exceptions.ReadTimeout(exc) from exc
-    except urllib3.exceptions.DecodeError as exc:
-        raise requests.exceptions.ContentDecodingError(exc) from exc
-    except urllib3.exceptions.HTTPError as exc:
-        # A reset or a truncated body: what requests itself would call a connection error.
-        raise requests.exceptions.ConnectionError(exc) from exc
-
-
-def _prefix(response: requests.Response, deadline: float, limit: int) -> bytes:
-    """Return at most ``limit`` decoded bytes of the body; the rest is never read."""
-    parts, size = [], 0
-    for chunk in _chunks(response, deadline, MAX_BODY_BYTES):
-        parts.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(parts)[:limit]
-
-
-def _seconds(value: float) -> str:
-    return f"{round(value, 1):g}s"
 
 
 # -- the refresh ----------------------------------------------------------------------------
@@ -175,7 +123,7 @@ class RefreshClient:
         deadline = started + read_timeout
         timed_out = Attempt(
             Verdict.RETRY,
-            error=f"timed out after {_seconds(read_timeout)}",
+            error=f"timed out after {seconds_text(read_timeout)}",
             failure=Failure.TIMEOUT,
         )
         with AttemptTime(read_timeout) as guard:
@@ -190,9 +138,9 @@ class RefreshClient:
                 if guard.fired:
                     # The watchdog's cut can look like the end of a body without a length.
                     attempt = timed_out
-            except _BodyTooSlow:
+            except BodyTooSlow:
                 attempt = timed_out
-            except _BodyTooLarge:
+            except BodyTooLarge:
                 attempt = Attempt(
                     Verdict.FAIL,
                     error=f"invalid response (larger than {MAX_BODY_BYTES // 2**20} MiB)",
@@ -227,7 +175,7 @@ class RefreshClient:
         status = response.status_code
         if 200 <= status < 300:
             try:
-                scan = answers.scan_object(_chunks(response, deadline, MAX_BODY_BYTES))
+                scan = answers.scan_object(read_chunks(response, deadline, MAX_BODY_BYTES))
             except InvalidAnswer as exc:
                 return Attempt(
                     Verdict.FAIL, status, f"invalid response ({exc})", failure=Failure.INVALID
@@ -244,7 +192,7 @@ class RefreshClient:
                     datetime.now(timezone.utc),
                 ),
             )
-        body = _prefix(response, deadline, MAX_ERROR_BODY_BYTES)
+        body = read_prefix(response, deadline, MAX_ERROR_BODY_BYTES)
         error = f"HTTP {status}"
         detail = answers.error_text(body, response.reason, secrets) or None
         if status in RETRYABLE_STATUSES:
@@ -259,106 +207,6 @@ class RefreshClient:
         if status == 401:
             return Attempt(Verdict.REAUTH, status, error, detail, failure=Failure.HTTP)
         return Attempt(Verdict.FAIL, status, error, detail, failure=Failure.HTTP)
-
-
-# -- the preflight's probes -----------------------------------------------------------------
-@dataclass(frozen=True)
-class Probe:
-    """What one bounded GET brought back."""
-
-    status: int
-    reason: str  # the status line's reason phrase, plain text
-    body: dict | None  # top-level scalar fields of a JSON object answer, else None
-    problem: str | None  # why ``body`` is None: "not a JSON object", "nested too deeply", ...
-    detail: str | None  # for a non-2xx answer: its ``error`` text (or an excerpt), plain
-    elapsed: float  # seconds, connecting included
-
-
-def probe(
-    session: requests.Session | None,
-    url: str,
-    *,
-    params: Mapping[str, str] | None = None,
-    headers: Mapping[str, str] | None = None,
-    timeout: float,
-    verify: str | bool = True,
-) -> Probe:
-    """GET ``url`` within the bounds of a refresh attempt and return what came back.
-
-    ``session`` is one from ``new_session()`` (or a RefreshClient's), or None for a new one
-    closed afterwards; any other session is refused with TypeError, as its requests could
-    not be cut off. ``timeout`` bounds the whole request end to end (name resolution,
-    connecting, headers, body); the body is read up to 64 MiB decoded (64 KiB for a
-    non-2xx answer) and scanned as a stream at most 64 levels deep, and only its top-level
-    scalar fields are kept: at most 64, strings as plain text of at most 300 characters,
-    decimals as floats. A body that is not a JSON object gives ``body=None`` and the
-    reason in ``problem``. A Bearer token in ``headers`` is masked in ``detail``.
-
-    Network trouble raises requests' exceptions as ``requests.get`` would: a timeout in
-    any phase, a body that trickles past ``timeout`` included, as
-    ``requests.exceptions.Timeout``; a reset as ``ConnectionError``; a bad certificate as
-    ``SSLError``. Redirects are not followed.
-    """
-    own = session is None
-    session = session or new_session()
-    if not isinstance(session.get_adapter(url), BoundedAdapter):
-        raise TypeError("probe() needs a session from analytics_refresh.http.client.new_session()")
-    auth = (headers or {}).get("Authorization", "")
-    secrets = (auth.split(" ", 1)[-1],) if auth else ()
-    started = time.monotonic()
-    deadline = started + timeout
-    try:
-        with AttemptTime(timeout) as guard:
-            try:
-                with session.get(
-                    url,
-                    params=params,
-                    headers=dict(headers or {}),
-                    timeout=(min(CONNECT_TIMEOUT_SECONDS, timeout), timeout),
-                    stream=True,
-                    allow_redirects=False,
-                    verify=verify,
-                ) as response:
-                    result = _probe_answer(response, deadline, secrets)
-            except _BodyTooSlow as exc:
-                raise requests.exceptions.ReadTimeout(
-                    f"timed out after {_seconds(timeout)}"
-                ) from exc
-            except requests.exceptions.RequestException as exc:
-                if guard.fired and not isinstance(exc, requests.exceptions.Timeout):
-                    raise requests.exceptions.ReadTimeout(
-                        f"timed out after {_seconds(timeout)}"
-                    ) from exc
-                raise
-            if guard.fired:
-                raise requests.exceptions.ReadTimeout(f"timed out after {_seconds(timeout)}")
-    finally:
-        if own:
-            session.close()
-    status, reason, body, problem, detail = result
-    return Probe(status, reason, body, problem, detail, time.monotonic() - started)
-
-
-def _probe_answer(response: requests.Response, deadline: float, secrets) -> tuple:
-    status = response.status_code
-    reason = plain_text(response.reason or "")
-    ok = 200 <= status < 300
-    limit = MAX_PROBE_BODY_BYTES if ok else MAX_ERROR_BODY_BYTES
-    body, problem, detail = None, None, None
-    if ok:
-        chunks = _chunks(response, deadline, limit)
-    else:
-        prefix = _prefix(response, deadline, limit)
-        chunks = (prefix,)
-        detail = answers.error_text(prefix, reason, secrets) or None
-    try:
-        scan = answers.scan_object(chunks)
-        body = {key: answers.scalar(value, secrets) for key, value in scan.fields.items()}
-    except InvalidAnswer as exc:
-        problem = str(exc)
-    except _BodyTooLarge:
-        problem = f"larger than {limit // 2**20} MiB"
-    return status, reason, body, problem, detail
 
 
 def _reason(exc: Exception, secrets: tuple[str, ...] = ()) -> str:

@@ -1,7 +1,7 @@
 """The checklist's API checks: ``/health`` answers, and the endpoint accepts a minted token.
 
 Each is one request bounded in time, size and depth as a run's requests are
-(``client.probe``); a failure names what answered, or why nothing did, and the fix.
+(``probe.probe``); a failure names what answered, or why nothing did, and the fix.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import requests
 
 from analytics_refresh.config.settings import Settings
 from analytics_refresh.config.urls import display_url
-from analytics_refresh.http.client import Probe, probe
+from analytics_refresh.http.probe import Probe, probe
 from analytics_refresh.ops.checklist import JOBS_WOULD_FAIL, Result, fail, ok
 from analytics_refresh.store.plan import Job
 
@@ -114,7 +114,7 @@ def check_endpoint(settings: Settings, name: str, job: Job, token: str) -> Resul
 
 
 def _probe(settings: Settings, url: str, **kwargs) -> Probe:
-    """One bounded request (time, size and depth, as a run's): client.probe."""
+    """One bounded request (time, size and depth, as a run's): probe.probe."""
     verify = str(settings.ca_bundle) if settings.ca_bundle else True
     return probe(None, url, verify=verify, **kwargs)
 

@@ -24,7 +24,9 @@ import requests
 
 from analytics_refresh.cli import main
 from analytics_refresh.config.settings import Settings
-from analytics_refresh.http.client import RefreshClient, Verdict, new_session, probe
+from analytics_refresh.http.client import RefreshClient, Verdict
+from analytics_refresh.http.probe import probe
+from analytics_refresh.http.transport import new_session
 from analytics_refresh.store.plan import Job
 from tests.conftest import log_lines
 from tests.runs import CAROL, jobs
