@@ -197,23 +197,30 @@ def measure(datasets: list[data.Dataset], env: dict, repeat: int, warmup: int) -
 
 def time_report(env: dict, url: str, *flags: str) -> tuple[float, float]:
     """Return the wall seconds and peak resident MB of one ``analytics-refresh report``."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [str(data.CLI), "report", *flags],
-        env={**env, "DATABASE_URL": url},
-        cwd=env["BENCH_WORKDIR"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    # wait4 gives this process's own rusage: RUSAGE_CHILDREN would be the largest child yet.
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
+    errors = Path(env["BENCH_WORKDIR"]) / "report.err"
+    with errors.open("w") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [str(data.CLI), "report", *flags],
+            env={**env, "DATABASE_URL": url},
+            cwd=env["BENCH_WORKDIR"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,  # a file, not a pipe: nothing the child writes can block it
+        )
+        # wait4 gives this process's own rusage (RUSAGE_CHILDREN: the largest child yet);
+        # it has no timeout of its own, so a timer ends a report that hangs.
+        timer = threading.Timer(PROCESS_SECONDS, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        elapsed = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(
-            f"report {' '.join(flags)}: exit {proc.returncode}\n{proc.stderr.read()}"
+            f"report {' '.join(flags)}: exit {proc.returncode}\n{errors.read_text()[-3000:]}"
         )
-    proc.stderr.close()
     return elapsed, usage.ru_maxrss / 1024
 
 

@@ -10,8 +10,11 @@ without them.
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 
+import psycopg2
+import psycopg2.extensions
 import pytest
 
 from analytics_refresh.cli import main
@@ -171,4 +174,86 @@ def test_the_report_costs_the_same_from_the_sums_as_from_the_rows(db, db_url, tm
     with db.cursor() as cur:
         cur.execute("DROP TABLE refresh_job_days CASCADE")
     assert store_db.missing_tables(db) == []  # the runner's tables are all there
+    assert report_clients(capsys, env) == from_sums
+
+
+@pytest.fixture
+def runner_role(db, db_url):
+    """A login role with the guide's grants but the one on refresh_job_days."""
+    name = f"ar_runner_{uuid.uuid4().hex[:8]}"
+    with db.cursor() as cur:
+        cur.execute(f'CREATE ROLE "{name}" LOGIN')
+        cur.execute(f'GRANT USAGE ON SCHEMA public TO "{name}"')
+        cur.execute(f'GRANT SELECT ON client_api_credentials TO "{name}"')
+        cur.execute(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON refresh_runs, refresh_jobs, refresh_state,"
+            f' refresh_claims, refresh_requests TO "{name}"'
+        )
+    yield name, psycopg2.extensions.make_dsn(db_url, user=name)
+    admin = psycopg2.connect(psycopg2.extensions.make_dsn(db_url, dbname="postgres"))
+    admin.autocommit = True
+    with db.cursor() as cur:
+        cur.execute(f'DROP OWNED BY "{name}"')
+    with admin.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
+        )
+        cur.execute(f'DROP ROLE IF EXISTS "{name}"')
+    admin.close()
+
+
+def test_a_runner_role_with_no_grant_on_the_sums_keeps_them_and_reports(
+    run_env, clients, db, runner_role, capsys
+):
+    role, url = runner_role
+    env = {**run_env, "DATABASE_URL": url}
+    assert main(["run"], env) == 0
+    assert main(["run"], env) == 0
+    kept = assert_kept(db)
+    assert sum(r[2] for r in kept) == 14
+    # It may not read the sums: the report reads the job rows instead, to the same figures.
+    as_runner = report_clients(capsys, env)
+    assert as_runner == report_clients(capsys, run_env)
+    assert set(as_runner["clients"]) >= {ALICE, BOB, CAROL}
+    with db.cursor() as cur:
+        cur.execute(f'GRANT SELECT ON refresh_job_days TO "{role}"')
+    assert report_clients(capsys, env) == as_runner
+
+
+def test_writes_under_an_empty_search_path_keep_the_sums(db):
+    """As pg_dump's restore writes: every name qualified, no schema on the path."""
+    write(db, history(database_minute(db)))
+    with db.cursor() as cur:
+        cur.execute("SET search_path = ''")
+        cur.execute("UPDATE public.refresh_jobs SET duration_ms = duration_ms + 1")
+        cur.execute("DELETE FROM public.refresh_jobs WHERE client_id = %s", (BOB,))
+        cur.execute("RESET search_path")
+    assert_kept(db)
+
+
+def test_sums_dropped_by_hand_stop_no_write_and_come_back_with_db_init(db, db_url, tmp_path):
+    write(db, history(database_minute(db)))
+    with db.cursor() as cur:
+        cur.execute("DROP TABLE refresh_job_days")
+        cur.execute("UPDATE refresh_jobs SET duration_ms = 5 WHERE client_id = %s", (ALICE,))
+    write(db, history(database_minute(db) + 2 * H))
+    assert main(["db", "init"], {"DATABASE_URL": db_url, "LOG_DIR": str(tmp_path)}) == 0
+    assert assert_kept(db)
+
+
+def test_a_row_finished_after_the_reports_instant_costs_the_same_both_ways(
+    db, db_url, tmp_path, capsys
+):
+    """A run finishing while the report reads, or a host whose clock is ahead: today's sum
+    holds it, and so does the reading of the rows."""
+    connect_clients(db, {ALICE: ("shopify",), BOB: ("amazon",)})
+    now = database_minute(db)
+    write(db, history(now))
+    write(
+        db, [KeyHistory(ALICE, "shopify", [Refresh(now + timedelta(seconds=90), duration_ms=5000)])]
+    )
+    env = {"DATABASE_URL": db_url, "LOG_DIR": str(tmp_path / "logs")}
+    from_sums = report_clients(capsys, env)
+    with db.cursor() as cur:
+        cur.execute("DROP TABLE refresh_job_days")
     assert report_clients(capsys, env) == from_sums

@@ -136,8 +136,9 @@ class _Done:
 
 def _cost_on(cur, params: dict) -> list[tuple]:
     """Return each client's backend seconds and unchanged skips per day: from the day sums
-    where `db init` made them, else from every job row of the window."""
-    cur.execute(q.TABLE_EXISTS, ("refresh_job_days",))
+    where `db init` made them and the role may read them, else from every job row of the
+    window."""
+    cur.execute(q.TABLE_READABLE, ("refresh_job_days",))
     cur.execute(q.COST_DAYS if cur.fetchone()[0] else q.COST, params)
     return cur.fetchall()
 
@@ -214,16 +215,17 @@ def _figures(cur, params, bounds, keys: list[Key], now, start, cost) -> Figures:
             by_date[day.isoformat()].ran += int(ran)
             by_date[day.isoformat()].unchanged += int(unchanged)
 
-    client_seconds: dict[str, float] = defaultdict(float)
+    # Whole milliseconds (the durations are): a sum that is the same in any row order.
+    client_ms: dict[str, int] = defaultdict(int)
     client_days: dict[str, dict[str, float]] = defaultdict(dict)
     for client_id, day, seconds, unchanged_rows in cost.result():
         date = day.isoformat()
         if unchanged_rows and date in by_date:
             by_date[date].unchanged += unchanged_rows
         if seconds is not None:
-            client_seconds[client_id] += float(seconds)
+            client_ms[client_id] += round(seconds * 1000)
             client_days[client_id][date] = float(seconds)
-    top = sorted(client_seconds, key=lambda c: (-client_seconds[c], c))[:TOP_CLIENTS]
+    top = sorted(client_ms, key=lambda c: (-client_ms[c], c))[:TOP_CLIENTS]
 
     cur.execute(q.FAILURE_REASONS, params)
     reasons = cur.fetchall()
@@ -254,7 +256,7 @@ def _figures(cur, params, bounds, keys: list[Key], now, start, cost) -> Figures:
         grid=grid,
         rest=rest,
         rest_keys=max(0, judged - len(grid_keys)),
-        client_seconds={c: round(s, 3) for c, s in client_seconds.items()},
+        client_seconds={c: ms / 1000 for c, ms in client_ms.items()},
         client_day_seconds={c: client_days[c] for c in top},
         reasons=reasons,
         failing_keys=failing,

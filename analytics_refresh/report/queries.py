@@ -23,6 +23,8 @@ INSERT_KEYS = """
 # Whether an optional table of the change record exists (refresh_requests: the pending
 # changes a loader or a trigger recorded).
 TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+# Whether the report's role may read a table (the day sums: else every job row is read).
+TABLE_READABLE = "SELECT coalesce(has_table_privilege(to_regclass(%s), 'SELECT'), false)"
 
 # What the runs say: how many ran a change check, were a listener's, per day.
 RUN_KINDS = """
@@ -44,7 +46,9 @@ COST = """
            sum(duration_ms) FILTER (WHERE status IN ('succeeded', 'failed')) / 1000.0,
            count(*) FILTER (WHERE status = 'skipped' AND error LIKE 'unchanged%%')
     FROM refresh_jobs
-    WHERE finished_at >= %(lo)s AND finished_at < %(hi)s
+    -- Whole UTC days, today's to its end, as refresh_job_days sums them (a row a run
+    -- finishes while the report is read is its day's cost all the same).
+    WHERE finished_at >= %(lo)s AND finished_at < date_trunc('day', %(hi)s) + interval '1 day'
     -- By the uuid itself: its text is made once per group, not once per row.
     GROUP BY client_id, finished_at::date
 """

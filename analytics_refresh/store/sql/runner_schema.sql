@@ -186,8 +186,14 @@ $job_days$;
 -- them (the rows it replaced or deleted); a day left with no row is dropped. The sums are
 -- upserted in key order, so two writers of one client take its day rows' locks in the same
 -- order. Only the transition tables of the event exist, hence the statement is composed.
+-- It runs with its owner's rights (whoever ran `db init`, who owns refresh_job_days): a
+-- runner whose role may write refresh_jobs and nothing else still keeps the sums, and a
+-- trigger function cannot be called from a query. Its search_path is pinned below to the
+-- schema of refresh_jobs, so a restore (search_path '') or another role's path finds the
+-- same table. A refresh_job_days dropped by hand stops the sums, not the writes; the next
+-- `db init` makes it again from the history.
 CREATE OR REPLACE FUNCTION analytics_refresh_job_days() RETURNS trigger
-LANGUAGE plpgsql AS $job_days$
+LANGUAGE plpgsql SECURITY DEFINER AS $job_days$
 DECLARE
     signed text := concat_ws(' UNION ALL ',
         CASE WHEN TG_OP IN ('INSERT', 'UPDATE') THEN 'SELECT 1 AS sign, * FROM new_rows' END,
@@ -195,6 +201,9 @@ DECLARE
     emptied_clients uuid[];
     emptied_days date[];
 BEGIN
+    IF to_regclass('refresh_job_days') IS NULL THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'TRUNCATE' THEN
         TRUNCATE refresh_job_days;
         RETURN NULL;
@@ -235,6 +244,16 @@ BEGIN
     RETURN NULL;
 END
 $job_days$;
+
+DO $pin$
+BEGIN
+    EXECUTE format('ALTER FUNCTION analytics_refresh_job_days() SET search_path = %I, pg_temp',
+                   (SELECT n.nspname FROM pg_class AS c
+                    JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                    WHERE c.oid = 'refresh_jobs'::regclass));
+END
+$pin$;
+REVOKE ALL ON FUNCTION analytics_refresh_job_days() FROM PUBLIC;
 
 DROP TRIGGER IF EXISTS refresh_job_days_insert ON refresh_jobs;
 CREATE TRIGGER refresh_job_days_insert AFTER INSERT ON refresh_jobs
