@@ -249,11 +249,13 @@ def test_a_row_finished_after_the_reports_instant_costs_the_same_both_ways(
     connect_clients(db, {ALICE: ("shopify",), BOB: ("amazon",)})
     now = database_minute(db)
     write(db, history(now))
-    write(
-        db, [KeyHistory(ALICE, "shopify", [Refresh(now + timedelta(seconds=90), duration_ms=5000)])]
-    )
+    # After the report's instant and still today (its last second, a minute before midnight).
+    ahead = min(now + timedelta(seconds=90), now.replace(hour=23, minute=59, second=59))
+    write(db, [KeyHistory(ALICE, "shopify", [Refresh(ahead, duration_ms=5000)])])
     env = {"DATABASE_URL": db_url, "LOG_DIR": str(tmp_path / "logs")}
     from_sums = report_clients(capsys, env)
+    alice = history(now)[0].refreshes
+    assert from_sums["clients"][ALICE] == pytest.approx(0.7 * len(alice) + 5.0)
     with db.cursor() as cur:
         cur.execute("DROP TABLE refresh_job_days")
     assert report_clients(capsys, env) == from_sums
